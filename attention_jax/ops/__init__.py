@@ -1,0 +1,21 @@
+"""Pure-function attention kinds sharing the calling convention of `jax.nn.dot_product_attention`.
+
+    out = ops.attention(q, k, v, kind='flash', is_causal=True)
+"""
+
+from attention_jax.ops.dense import dense
+from attention_jax.ops.flash import flash
+from attention_jax.ops.flax_adapter import flax_attention_fn
+from attention_jax.ops.masks import MaskSpec
+from attention_jax.ops.registry import attention, get, names, register
+
+__all__ = [
+    "MaskSpec",
+    "attention",
+    "dense",
+    "flash",
+    "flax_attention_fn",
+    "get",
+    "names",
+    "register",
+]

@@ -1,0 +1,160 @@
+"""The shared calling convention of every attention kind: argument checks and the heads-major layout.
+
+Every kind takes query [B, T, N, H] and key/value [B, S, K, H] with N % K == 0 (K < N is GQA,
+K == 1 is MQA). Internally kinds work heads-major, query as [B, K, G, T, H] with G = N // K query
+heads per kv head, so grouped heads share K/V without copying it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Dims:
+    """Sizes of one attention call."""
+
+    batch: int
+    q_len: int
+    kv_len: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    value_dim: int
+
+    @property
+    def group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+def check_qkv(kind: str, query, key, value) -> Dims:
+    """Validates query/key/value shapes and dtypes; returns their sizes."""
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if jnp.ndim(x) != 4:
+            raise ValueError(
+                f"{kind}: {name} must be 4-D [batch, seq_len, heads, head_dim] (BTNH); "
+                f"got shape {jnp.shape(x)}."
+            )
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ValueError(f"{kind}: {name} must be a floating dtype; got {jnp.result_type(x)}.")
+    B, T, N, H = query.shape
+    Bk, S, K, Hk = key.shape
+    if key.shape[:3] != value.shape[:3]:
+        raise ValueError(
+            f"{kind}: key {key.shape} and value {value.shape} must agree in batch, kv_len and "
+            "num_kv_heads."
+        )
+    if Bk != B:
+        raise ValueError(f"{kind}: query batch {B} != key batch {Bk}.")
+    if Hk != H:
+        raise ValueError(f"{kind}: query head_dim {H} != key head_dim {Hk}.")
+    if K == 0 or N % K:
+        raise ValueError(
+            f"{kind}: num_heads ({N}) must be a multiple of num_kv_heads ({K}) for GQA/MQA."
+        )
+    if query.dtype != key.dtype or key.dtype != value.dtype:
+        raise ValueError(
+            f"{kind}: query, key and value must share a dtype; got {query.dtype}, {key.dtype}, "
+            f"{value.dtype}. Cast them to one dtype first."
+        )
+    return Dims(B, T, S, N, K, H, value.shape[-1])
+
+
+def default_scale(scale: float | None, head_dim: int) -> float:
+    """The logit scale: 1/sqrt(head_dim) unless given."""
+    return float(head_dim) ** -0.5 if scale is None else float(scale)
+
+
+def heads_major_query(query: jax.Array, num_kv_heads: int) -> jax.Array:
+    """[B, T, N, H] -> [B, K, G, T, H]."""
+    B, T, N, H = query.shape
+    return query.reshape(B, T, num_kv_heads, N // num_kv_heads, H).transpose(0, 2, 3, 1, 4)
+
+
+def heads_major_kv(x: jax.Array) -> jax.Array:
+    """[B, S, K, H] -> [B, K, S, H]."""
+    return x.transpose(0, 2, 1, 3)
+
+
+def seq_major_output(out: jax.Array) -> jax.Array:
+    """[B, K, G, T, H] -> [B, T, N, H]."""
+    B, K, G, T, H = out.shape
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, K * G, H)
+
+
+def split_heads_4d(kind: str, name: str, x, dims: Dims, dtype_kind: str) -> jax.Array:
+    """Checks a [B|1, N|1, T|1, S|1] mask or bias and returns it as [B|1, K|1, G|1, T, S]."""
+    x = jnp.asarray(x)
+    want = (dims.batch, dims.num_heads, dims.q_len, dims.kv_len)
+    if x.ndim != 4 or any(d not in (1, w) for d, w in zip(x.shape, want)):
+        raise ValueError(
+            f"{kind}: {name} must be 4-D and broadcastable to [batch, num_heads, q_len, kv_len] "
+            f"= {list(want)}; got shape {x.shape}."
+        )
+    if dtype_kind == "bool" and x.dtype != jnp.bool_:
+        raise ValueError(f"{kind}: {name} must be boolean (True = may attend); got {x.dtype}.")
+    if dtype_kind == "float" and not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{kind}: {name} must be a floating array; got {x.dtype}.")
+    Bx, Nx = x.shape[:2]
+    x = jnp.broadcast_to(x, (Bx, Nx, dims.q_len, dims.kv_len))
+    Kx, Gx = (dims.num_kv_heads, dims.group) if Nx == dims.num_heads else (1, 1)
+    return x.reshape(Bx, Kx, Gx, dims.q_len, dims.kv_len)
+
+
+def check_lengths(kind: str, name: str, lengths, batch: int) -> jax.Array | None:
+    """Checks a per-example length vector [B] of integers."""
+    if lengths is None:
+        return None
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (batch,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(
+            f"{kind}: {name} must be an integer array of shape [batch] = [{batch}]; "
+            f"got shape {lengths.shape} and dtype {lengths.dtype}."
+        )
+    return lengths.astype(jnp.int32)
+
+
+def check_segment_ids(kind: str, query_segment_ids, kv_segment_ids, dims: Dims):
+    """Checks packed-sequence segment ids [B, T] and [B, S]; both or neither."""
+    if (query_segment_ids is None) != (kv_segment_ids is None):
+        raise ValueError(
+            f"{kind}: pass both query_segment_ids and key_value_segment_ids, or neither "
+            "(for self-attention pass the same ids twice)."
+        )
+    if query_segment_ids is None:
+        return None, None
+    out = []
+    for name, ids, n in (
+        ("query_segment_ids", query_segment_ids, dims.q_len),
+        ("key_value_segment_ids", kv_segment_ids, dims.kv_len),
+    ):
+        ids = jnp.asarray(ids)
+        if ids.shape != (dims.batch, n) or not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(
+                f"{kind}: {name} must be an integer array of shape [{dims.batch}, {n}]; "
+                f"got shape {ids.shape} and dtype {ids.dtype}."
+            )
+        out.append(ids.astype(jnp.int32))
+    return tuple(out)
+
+
+def check_window(kind: str, local_window_size) -> tuple[int, int] | None:
+    """Normalises local_window_size to (left, right), as jax.nn.dot_product_attention does."""
+    if local_window_size is None:
+        return None
+    if isinstance(local_window_size, (int, np.integer)):
+        local_window_size = (int(local_window_size), int(local_window_size))
+    if (
+        not isinstance(local_window_size, (tuple, list))
+        or len(local_window_size) != 2
+        or any(not isinstance(w, (int, np.integer)) or w < 0 for w in local_window_size)
+    ):
+        raise ValueError(
+            f"{kind}: local_window_size must be a non-negative int or a (left, right) pair of "
+            f"non-negative ints; got {local_window_size!r}."
+        )
+    return int(local_window_size[0]), int(local_window_size[1])

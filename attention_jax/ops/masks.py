@@ -1,0 +1,140 @@
+"""Masks as data: which (query, key) pairs may attend, evaluated one block at a time.
+
+Causal and sliding-window structure is static, so a blocked kind can drop whole blocks before
+tracing (`active_blocks`); lengths, segment ids and a dense mask are arrays, evaluated per block
+(`allowed`). The dense kind evaluates the same spec as a single block covering everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from attention_jax.ops import contract
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """Every mask form of one call; array fields are per batch example.
+
+    Attributes:
+      is_causal: key j is visible to query i only if j <= i.
+      window: (left, right): key j is visible to query i only if i - left <= j <= i + right.
+      kv_valid: static count of real keys when key blocks were padded past it.
+      q_lengths: [B] query rows at or past the length see nothing (padding).
+      kv_lengths: [B] keys at or past the length are hidden.
+      q_segments: [B, T] packed-sequence ids of queries; pairs must share an id.
+      kv_segments: [B, S] packed-sequence ids of keys.
+      dense: bool [B|1, K|1, G|1, T, S], True = may attend.
+    """
+
+    is_causal: bool = False
+    window: tuple[int, int] | None = None
+    kv_valid: int | None = None
+    q_lengths: jax.Array | None = None
+    kv_lengths: jax.Array | None = None
+    q_segments: jax.Array | None = None
+    kv_segments: jax.Array | None = None
+    dense: jax.Array | None = None
+
+
+jax.tree_util.register_dataclass(
+    MaskSpec,
+    data_fields=["q_lengths", "kv_lengths", "q_segments", "kv_segments", "dense"],
+    meta_fields=["is_causal", "window", "kv_valid"],
+)
+
+
+def build_spec(
+    kind: str,
+    dims: contract.Dims,
+    *,
+    mask,
+    is_causal: bool,
+    local_window_size,
+    query_seq_lengths,
+    key_value_seq_lengths,
+    query_segment_ids,
+    key_value_segment_ids,
+) -> MaskSpec:
+    """Checks every mask argument of the op contract and gathers them into one MaskSpec."""
+    q_segments, kv_segments = contract.check_segment_ids(
+        kind, query_segment_ids, key_value_segment_ids, dims
+    )
+    return MaskSpec(
+        is_causal=bool(is_causal),
+        window=contract.check_window(kind, local_window_size),
+        q_lengths=contract.check_lengths(kind, "query_seq_lengths", query_seq_lengths, dims.batch),
+        kv_lengths=contract.check_lengths(
+            kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch
+        ),
+        q_segments=q_segments,
+        kv_segments=kv_segments,
+        dense=None if mask is None else contract.split_heads_4d(kind, "mask", mask, dims, "bool"),
+    )
+
+
+def _and(a, b):
+    return b if a is None else a & b
+
+
+def allowed(spec: MaskSpec, q_start, q_size: int, kv_start, kv_size: int) -> jax.Array | None:
+    """Bool [B|1, K|1, G|1, q_size, kv_size] for one block, or None when nothing is masked.
+
+    Args:
+      spec: the call's masks.
+      q_start: first query position of the block (may be traced).
+      q_size: static number of queries in the block.
+      kv_start: first key position of the block (may be traced).
+      kv_size: static number of keys in the block.
+    """
+    q_pos = q_start + lax.broadcasted_iota(jnp.int32, (q_size, 1), 0)
+    kv_pos = kv_start + lax.broadcasted_iota(jnp.int32, (1, kv_size), 1)
+    ok = None
+    if spec.is_causal:
+        ok = _and(ok, kv_pos <= q_pos)
+    if spec.window is not None:
+        left, right = spec.window
+        ok = _and(ok, (kv_pos >= q_pos - left) & (kv_pos <= q_pos + right))
+    if spec.kv_valid is not None:
+        ok = _and(ok, kv_pos < spec.kv_valid)
+    if ok is not None:
+        ok = ok[None, None, None]
+    if spec.kv_lengths is not None:
+        ok = _and(ok, kv_pos[None, None, None] < spec.kv_lengths[:, None, None, None, None])
+    if spec.q_lengths is not None:
+        ok = _and(ok, q_pos[None, None, None] < spec.q_lengths[:, None, None, None, None])
+    if spec.q_segments is not None:
+        q_seg = lax.dynamic_slice_in_dim(spec.q_segments, q_start, q_size, axis=1)
+        kv_seg = lax.dynamic_slice_in_dim(spec.kv_segments, kv_start, kv_size, axis=1)
+        ok = _and(ok, (q_seg[:, :, None] == kv_seg[:, None, :])[:, None, None])
+    if spec.dense is not None:
+        block = lax.dynamic_slice_in_dim(spec.dense, q_start, q_size, axis=3)
+        ok = _and(ok, lax.dynamic_slice_in_dim(block, kv_start, kv_size, axis=4))
+    return ok
+
+
+def active_blocks(
+    spec: MaskSpec, num_q_blocks: int, num_kv_blocks: int, block_q: int, block_kv: int
+) -> np.ndarray:
+    """Static bool [num_q_blocks, num_kv_blocks]: False where causal/window/padding hide a block.
+
+    Array masks (lengths, segments, dense) are not looked at: they are not known at trace time.
+    """
+    q_first = np.arange(num_q_blocks)[:, None] * block_q
+    q_last = q_first + block_q - 1
+    kv_first = np.arange(num_kv_blocks)[None, :] * block_kv
+    kv_last = kv_first + block_kv - 1
+    active = np.ones((num_q_blocks, num_kv_blocks), bool)
+    if spec.is_causal:
+        active &= kv_first <= q_last
+    if spec.window is not None:
+        left, right = spec.window
+        active &= (kv_last >= q_first - left) & (kv_first <= q_last + right)
+    if spec.kv_valid is not None:
+        active &= kv_first < spec.kv_valid
+    return active
