@@ -1,6 +1,6 @@
 """Pure-function attention kinds sharing the calling convention of `jax.nn.dot_product_attention`.
 
-    out = ops.attention(q, k, v, kind='flash', is_causal=True)
+out = ops.attention(q, k, v, kind='flash', is_causal=True)
 """
 
 from attention_jax.ops.dense import dense

@@ -69,8 +69,9 @@ def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
         m = jnp.where(first, -jnp.inf, m)
         l = jnp.where(first, 0.0, l)
         acc = jnp.where(first, 0.0, acc)
-        logits, ok = _logits(_block(q, i, block_q, 3), _block(k, j, block_kv, 2), bias, spec, i, j,
-                             block_q, block_kv)
+        logits, ok = _logits(
+            _block(q, i, block_q, 3), _block(k, j, block_kv, 2), bias, spec, i, j, block_q, block_kv
+        )
         if ok is not None:
             logits = jnp.where(ok, logits, -jnp.inf)
         m_new = jnp.maximum(m, logits.max(axis=-1))
@@ -80,7 +81,9 @@ def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
         rescale = jnp.exp(m - shift)
         l = l * rescale + p.sum(axis=-1)
         acc = acc * rescale[..., None] + jnp.einsum(
-            "bkgts,bksh->bkgth", p.astype(v.dtype), _block(v, j, block_kv, 2),
+            "bkgts,bksh->bkgth",
+            p.astype(v.dtype),
+            _block(v, j, block_kv, 2),
             preferred_element_type=jnp.float32,
         )
         # Writing every step is cheap (O(block_q * H)); the group's last write is the final one.
@@ -123,8 +126,9 @@ def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
         if ok is not None:
             p = jnp.where(ok, p, 0.0)
         dv_j = dv_j + jnp.einsum("bkgts,bkgth->bksh", p, do_i)
-        dp = jnp.einsum("bkgth,bksh->bkgts", do_i, _block(v, j, block_kv, 2),
-                        preferred_element_type=jnp.float32)
+        dp = jnp.einsum(
+            "bkgth,bksh->bkgts", do_i, _block(v, j, block_kv, 2), preferred_element_type=jnp.float32
+        )
         ds = p * (dp - _block(delta, i, block_q, 3)[..., None])
         dk_j = dk_j + jnp.einsum("bkgts,bkgth->bksh", ds, q_i, preferred_element_type=jnp.float32)
         dq_i = jnp.einsum("bkgts,bksh->bkgth", ds, k_j, preferred_element_type=jnp.float32)

@@ -1,0 +1,87 @@
+"""Runs attention kinds side by side over sequence lengths, with a baseline in the same process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+from tqdm.auto import tqdm
+
+from attention_jax import ops
+from attention_jax.bench import measure, report
+
+
+def _jax_nn(query, key, value, bias=None, mask=None, **kwargs):
+    return jax.nn.dot_product_attention(query, key, value, bias, mask, **kwargs)
+
+
+# Peers measured beside the registry's kinds; they are baselines, not kinds of this library.
+PEERS: dict[str, Callable] = {"jax.nn": _jax_nn}
+
+
+def resolve(kind: str, params: Mapping | None = None) -> Callable:
+    """The op for a kind or peer name, with its parameters bound."""
+    op = PEERS[kind] if kind in PEERS else ops.get(kind)
+    params = dict(params or {})
+    return lambda q, k, v, **kw: op(q, k, v, **params, **kw)
+
+
+def run_comparison(
+    workdir: str,
+    *,
+    kinds: Sequence[str],
+    seq_lens: Sequence[int],
+    shape: measure.Shape,
+    kind_params: Mapping[str, Mapping] | None = None,
+    baseline: str = "jax.nn",
+    warmup: int = 1,
+    repeats: int = 5,
+    memory_budget_bytes: int = 12 * 2**30,
+    backward: bool = True,
+) -> tuple[list[measure.Cost], str]:
+    """Measures every kind at every n; writes costs.csv, costs.md, costs.png to `workdir`.
+
+    Returns the measured rows and the Markdown table.
+    """
+    kind_params = kind_params or {}
+    for kind in kinds:
+        if kind not in PEERS and kind not in ops.names():
+            raise ValueError(
+                f"unknown kind {kind!r} in the cost comparison; choose from "
+                f"{sorted(PEERS) + list(ops.names())}."
+            )
+    if baseline not in kinds:
+        kinds = [baseline, *kinds]
+    os.makedirs(workdir, exist_ok=True)
+    roofline = measure.matmul_gflops_per_s(dtype=shape.dtype)
+    rows = []
+    cases = [(kind, n) for n in seq_lens for kind in kinds]
+    for kind, n in (bar := tqdm(cases, desc="cost", unit="case")):
+        bar.set_postfix(kind=kind, n=n)
+        rows.append(
+            measure.measure(
+                kind,
+                resolve(kind, kind_params.get(kind)),
+                shape,
+                n,
+                warmup=warmup,
+                repeats=repeats,
+                memory_budget_bytes=memory_budget_bytes,
+                backward=backward,
+            )
+        )
+    table = report.markdown(rows, baseline, roofline)
+    report.write_csv(rows, os.path.join(workdir, "costs.csv"))
+    with open(os.path.join(workdir, "costs.md"), "w") as f:
+        f.write(table)
+    title = (
+        f"B={shape.batch} N={shape.num_heads} K={shape.num_kv_heads} H={shape.head_dim} "
+        f"{shape.dtype} causal={shape.is_causal} on {jax.devices()[0].device_kind}"
+    )
+    report.plot(rows, os.path.join(workdir, "costs.png"), title)
+    with open(os.path.join(workdir, "shape.json"), "w") as f:
+        json.dump({**dataclasses.asdict(shape), "roofline_gflops_per_s": roofline}, f, indent=2)
+    return rows, table

@@ -1,0 +1,152 @@
+"""Cost of one attention kind at one sequence length: wall time, peak memory and FLOPs.
+
+Time is the median of repeated calls after warm-up (`block_until_ready`), forward and
+forward+backward. Memory is XLA's compiled buffer assignment (arguments + outputs + temporaries),
+known before running, so a case too large for the machine is reported and not run. FLOPs come
+from the jaxpr with every loop step counted (`flops.count_flops`); XLA's own count is kept too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from attention_jax.bench import flops as flops_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """The attention problem: batch, heads, head_dim, dtype; n is the swept sequence length."""
+
+    batch: int = 1
+    num_heads: int = 8
+    num_kv_heads: int = 8
+    head_dim: int = 64
+    dtype: str = "float32"
+    is_causal: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """One measured (kind, n) point; times in seconds, memory in bytes, NaN when not run."""
+
+    kind: str
+    n: int
+    fwd_s: float
+    fwd_bwd_s: float
+    fwd_bytes: int
+    fwd_bwd_bytes: int
+    fwd_flops: int
+    fwd_bwd_flops: int
+    xla_fwd_flops: float
+    note: str = ""
+
+    @property
+    def fwd_gflops_per_s(self) -> float:
+        return self.fwd_flops / self.fwd_s / 1e9
+
+    @property
+    def fwd_bwd_gflops_per_s(self) -> float:
+        return self.fwd_bwd_flops / self.fwd_bwd_s / 1e9
+
+
+def median_seconds(fn: Callable, *args, warmup: int = 1, repeats: int = 5) -> float:
+    """Median wall time of `fn(*args)` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_bytes(compiled) -> int:
+    """Arguments + outputs + temporaries of a compiled program (aliased buffers counted once)."""
+    m = compiled.memory_analysis()
+    return (
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+def make_inputs(shape: Shape, n: int, seed: int = 0):
+    """Random query [B, n, N, H] and key/value [B, n, K, H]."""
+    kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
+    dtype = jnp.dtype(shape.dtype)
+    q = jax.random.normal(kq, (shape.batch, n, shape.num_heads, shape.head_dim), dtype)
+    kv_shape = (shape.batch, n, shape.num_kv_heads, shape.head_dim)
+    return q, jax.random.normal(kk, kv_shape, dtype), jax.random.normal(kv, kv_shape, dtype)
+
+
+def _forward_and_grad(op: Callable, is_causal: bool):
+    def forward(q, k, v):
+        return op(q, k, v, is_causal=is_causal)
+
+    def loss(q, k, v):
+        return jnp.sum(forward(q, k, v).astype(jnp.float32))
+
+    return forward, jax.grad(loss, argnums=(0, 1, 2))
+
+
+def measure(
+    kind: str,
+    op: Callable,
+    shape: Shape,
+    n: int,
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    memory_budget_bytes: int = 12 * 2**30,
+    backward: bool = True,
+) -> Cost:
+    """Measures `op` (contract signature) at sequence length n; skips runs over the budget."""
+    args = make_inputs(shape, n)
+    forward, grad = _forward_and_grad(op, shape.is_causal)
+    fwd = jax.jit(forward).lower(*args).compile()
+    fwd_bytes = peak_bytes(fwd)
+    fwd_flops = flops_lib.count_flops(forward, *args)
+    xla_flops = fwd.cost_analysis().get("flops", math.nan)
+    bwd_bytes, bwd_flops = 0, 0
+    if backward:
+        bwd = jax.jit(grad).lower(*args).compile()
+        bwd_bytes = peak_bytes(bwd)
+        bwd_flops = flops_lib.count_flops(grad, *args)  # the gradient program re-runs forward
+    notes = []
+    fwd_s = bwd_s = math.nan
+    if fwd_bytes <= memory_budget_bytes:
+        fwd_s = median_seconds(fwd, *args, warmup=warmup, repeats=repeats)
+    else:
+        notes.append(f"forward not run: needs {fwd_bytes / 2**30:.1f} GiB")
+    if backward and bwd_bytes <= memory_budget_bytes:
+        bwd_s = median_seconds(bwd, *args, warmup=warmup, repeats=repeats)
+    elif backward:
+        notes.append(f"backward not run: needs {bwd_bytes / 2**30:.1f} GiB")
+    return Cost(
+        kind,
+        n,
+        fwd_s,
+        bwd_s,
+        fwd_bytes,
+        bwd_bytes,
+        fwd_flops,
+        bwd_flops,
+        xla_flops,
+        "; ".join(notes),
+    )
+
+
+def matmul_gflops_per_s(size: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
+    """This machine's measured matmul throughput: the roofline attention is compared against."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
+    matmul = jax.jit(lambda x: x @ x)
+    return 2 * size**3 / median_seconds(matmul, a, repeats=repeats) / 1e9

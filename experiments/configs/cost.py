@@ -1,0 +1,48 @@
+"""Cost of attention kinds as sequence length grows, against jax.nn.dot_product_attention.
+
+  python -m experiments.cost --config=experiments/configs/cost.py:small --workdir=/tmp/cost
+
+The argument after the colon is a comma-separated list of options:
+  small   n = 256..2048, 3 repeats: a couple of minutes on a 2-core CPU (the default).
+  full    n = 1024..32768, the README's numbers; cases too big for memory are reported, not run.
+  causal  causal attention (flash skips the hidden blocks).
+  bf16    bfloat16 inputs.
+  fwd     forward only.
+"""
+
+import ml_collections
+
+_OPTIONS = ("small", "full", "causal", "bf16", "fwd")
+
+
+def parse_arg(arg: str) -> set[str]:
+    """Splits 'full,causal' into options, rejecting unknown ones."""
+    options = {a.strip() for a in arg.split(",") if a.strip()}
+    unknown = options - set(_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown cost config option(s) {sorted(unknown)}; use {_OPTIONS}.")
+    if {"small", "full"} <= options:
+        raise ValueError("choose one of 'small' and 'full'.")
+    return options
+
+
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+    options = parse_arg(arg)
+    full = "full" in options
+    config = ml_collections.ConfigDict()
+    config.kinds = ("jax.nn", "dense", "flash")
+    config.baseline = "jax.nn"
+    config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
+    config.batch = 1
+    config.num_heads = 8
+    config.num_kv_heads = 8
+    config.head_dim = 64
+    config.dtype = "bfloat16" if "bf16" in options else "float32"
+    config.is_causal = "causal" in options
+    config.backward = "fwd" not in options
+    config.warmup = 1
+    config.repeats = 5 if full else 3
+    # Cases whose compiled buffers exceed this are reported with their size and not run.
+    config.memory_budget_gb = 16.0
+    config.kind_params = ml_collections.ConfigDict({"flash": {"block_q": 256, "block_kv": 512}})
+    return config
