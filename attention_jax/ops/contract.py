@@ -1,4 +1,4 @@
-"""The shared calling convention of every attention kind: argument checks and the heads-major layout.
+"""The calling convention shared by every attention kind: argument checks, heads-major layout.
 
 Every kind takes query [B, T, N, H] and key/value [B, S, K, H] with N % K == 0 (K < N is GQA,
 K == 1 is MQA). Internally kinds work heads-major, query as [B, K, G, T, H] with G = N // K query

@@ -64,22 +64,22 @@ def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
     row_shape = (B, K, G, block_q)
 
     def step(carry, pair):
-        m, l, acc, out, lse = carry
+        row_max, row_sum, acc, out, lse = carry
         i, j, first = pair
-        m = jnp.where(first, -jnp.inf, m)
-        l = jnp.where(first, 0.0, l)
+        row_max = jnp.where(first, -jnp.inf, row_max)
+        row_sum = jnp.where(first, 0.0, row_sum)
         acc = jnp.where(first, 0.0, acc)
         logits, ok = _logits(
             _block(q, i, block_q, 3), _block(k, j, block_kv, 2), bias, spec, i, j, block_q, block_kv
         )
         if ok is not None:
             logits = jnp.where(ok, logits, -jnp.inf)
-        m_new = jnp.maximum(m, logits.max(axis=-1))
-        # Rows with nothing visible yet keep m = -inf; shift them by 0 so exp() gives 0, not NaN.
-        shift = jnp.where(jnp.isneginf(m_new), 0.0, m_new)
+        new_max = jnp.maximum(row_max, logits.max(axis=-1))
+        # Rows with nothing visible yet keep max = -inf; shift them by 0 so exp() gives 0, not NaN.
+        shift = jnp.where(jnp.isneginf(new_max), 0.0, new_max)
         p = jnp.exp(logits - shift[..., None])
-        rescale = jnp.exp(m - shift)
-        l = l * rescale + p.sum(axis=-1)
+        rescale = jnp.exp(row_max - shift)
+        row_sum = row_sum * rescale + p.sum(axis=-1)
         acc = acc * rescale[..., None] + jnp.einsum(
             "bkgts,bksh->bkgth",
             p.astype(v.dtype),
@@ -87,10 +87,10 @@ def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
             preferred_element_type=jnp.float32,
         )
         # Writing every step is cheap (O(block_q * H)); the group's last write is the final one.
-        seen = l > 0
-        out = _put(out, acc / jnp.where(seen, l, 1.0)[..., None], i, block_q, 3)
-        lse = _put(lse, jnp.where(seen, shift + jnp.log(l), jnp.inf), i, block_q, 3)
-        return (m_new, l, acc, out, lse), None
+        seen = row_sum > 0
+        out = _put(out, acc / jnp.where(seen, row_sum, 1.0)[..., None], i, block_q, 3)
+        lse = _put(lse, jnp.where(seen, shift + jnp.log(row_sum), jnp.inf), i, block_q, 3)
+        return (new_max, row_sum, acc, out, lse), None
 
     init = (
         jnp.full(row_shape, -jnp.inf, jnp.float32),
