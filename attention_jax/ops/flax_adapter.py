@@ -47,6 +47,9 @@ def flax_attention_fn(kind: str, **params) -> Callable:
                 f"flax_attention_fn({kind!r}): sow_weights is not supported; use "
                 "ops.dense(..., return_weights=True) to look at attention weights."
             )
+        if mask is not None:
+            # Flax masks are often float 0/1 (nnx.make_attention_mask); nonzero means attend.
+            mask = mask.astype(bool)
         if dtype is not None:
             query, key, value = (x.astype(dtype) for x in (query, key, value))
         return op(query, key, value, bias, mask, is_causal=is_causal, **params)

@@ -1,0 +1,64 @@
+"""The cost harness: scaling fit, memory accounting, and a small end-to-end comparison."""
+
+import csv
+import math
+
+import pytest
+
+from attention_jax import bench, ops
+from attention_jax.bench import compare, report
+
+
+def test_fit_exponent_recovers_powers():
+    ns = [128, 256, 512, 1024]
+    assert bench.fit_exponent(ns, [3.0 * n**2 for n in ns]) == pytest.approx(2.0)
+    assert bench.fit_exponent(ns, [0.5 * n for n in ns]) == pytest.approx(1.0)
+    assert math.isnan(bench.fit_exponent(ns, [1.0, math.nan, math.nan, math.nan]))
+
+
+def test_flash_memory_grows_linearly_dense_quadratically():
+    shape = bench.Shape(batch=1, num_heads=2, num_kv_heads=2, head_dim=16)
+    ns = [512, 1024, 2048]
+    rows = {
+        kind: [
+            bench.measure(kind, ops.get(kind), shape, n, repeats=1, memory_budget_bytes=0)
+            for n in ns
+        ]
+        for kind in ("dense", "flash")
+    }
+    dense_p = bench.fit_exponent(ns, [r.fwd_bwd_bytes for r in rows["dense"]])
+    flash_p = bench.fit_exponent(ns, [r.fwd_bwd_bytes for r in rows["flash"]])
+    assert dense_p > 1.8
+    assert flash_p < 1.2
+    # A zero budget means nothing runs: the rows say so instead of timing anything.
+    assert all(math.isnan(r.fwd_s) and "not run" in r.note for r in rows["flash"])
+
+
+def test_run_comparison_writes_tables_and_plot(tmp_path):
+    rows, table = compare.run_comparison(
+        str(tmp_path),
+        kinds=["dense", "flash"],
+        seq_lens=[64, 128],
+        shape=bench.Shape(batch=1, num_heads=2, num_kv_heads=1, head_dim=16, is_causal=True),
+        kind_params={"flash": {"block_q": 32, "block_kv": 32}},
+        repeats=1,
+    )
+    assert {r.kind for r in rows} == {"jax.nn", "dense", "flash"}
+    assert all(r.fwd_s > 0 and r.fwd_bwd_s > 0 for r in rows)
+    with open(tmp_path / "costs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert "| flash | 128 |" in table and "Fitted exponent" in table
+    assert (tmp_path / "costs.png").stat().st_size > 0
+
+
+def test_unknown_kind_is_refused_before_measuring(tmp_path):
+    with pytest.raises(ValueError, match="unknown kind"):
+        compare.run_comparison(str(tmp_path), kinds=["nope"], seq_lens=[8], shape=bench.Shape())
+
+
+def test_markdown_ratio_is_against_baseline():
+    def row(kind, fwd_s):
+        return bench.Cost(kind, 8, fwd_s, 2 * fwd_s, 1, 1, 10, 30, 10.0)
+
+    table = report.markdown([row("jax.nn", 2.0), row("flash", 0.5)], "jax.nn", 100.0)
+    assert "| flash | 8 | 500.0 | 0.25 |" in table

@@ -1,0 +1,18 @@
+"""The cost experiment's config parses its options and rejects unknown ones."""
+
+import pytest
+
+from experiments.configs import cost
+
+
+def test_options_select_sizes_and_modes():
+    assert max(cost.get_config("small").seq_lens) <= 2048
+    full = cost.get_config("full,causal,bf16")
+    assert max(full.seq_lens) == 32768 and full.is_causal and full.dtype == "bfloat16"
+    assert not cost.get_config("fwd").backward
+
+
+@pytest.mark.parametrize("arg", ["huge", "small,full"])
+def test_bad_options_are_refused(arg):
+    with pytest.raises(ValueError):
+        cost.get_config(arg)
