@@ -11,7 +11,7 @@ import jax
 from tqdm.auto import tqdm
 
 from attention_jax import ops
-from attention_jax.bench import measure, report
+from attention_jax.bench import measure, report, torch_peer
 
 
 def _jax_nn(query, key, value, bias=None, mask=None, **kwargs):
@@ -27,6 +27,19 @@ def resolve(kind: str, params: Mapping | None = None) -> Callable:
     op = PEERS[kind] if kind in PEERS else ops.get(kind)
     params = dict(params or {})
     return lambda q, k, v, **kw: op(q, k, v, **params, **kw)
+
+
+def known_kinds() -> list[str]:
+    """Everything the comparison can measure: JAX peers, the torch peer and the registry."""
+    return [*PEERS, torch_peer.NAME, *ops.names()]
+
+
+def _measure(kind, params, shape, n, *, memory_budget_bytes, **kwargs) -> measure.Cost:
+    if kind == torch_peer.NAME:
+        return torch_peer.measure_torch(shape, n, **kwargs)
+    return measure.measure(
+        kind, resolve(kind, params), shape, n, memory_budget_bytes=memory_budget_bytes, **kwargs
+    )
 
 
 def run_comparison(
@@ -48,10 +61,9 @@ def run_comparison(
     """
     kind_params = kind_params or {}
     for kind in kinds:
-        if kind not in PEERS and kind not in ops.names():
+        if kind not in known_kinds():
             raise ValueError(
-                f"unknown kind {kind!r} in the cost comparison; choose from "
-                f"{sorted(PEERS) + list(ops.names())}."
+                f"unknown kind {kind!r} in the cost comparison; choose from {known_kinds()}."
             )
     if baseline not in kinds:
         kinds = [baseline, *kinds]
@@ -62,9 +74,9 @@ def run_comparison(
     for kind, n in (bar := tqdm(cases, desc="cost", unit="case")):
         bar.set_postfix(kind=kind, n=n)
         rows.append(
-            measure.measure(
+            _measure(
                 kind,
-                resolve(kind, kind_params.get(kind)),
+                kind_params.get(kind),
                 shape,
                 n,
                 warmup=warmup,

@@ -56,14 +56,16 @@ class Cost:
         return self.fwd_bwd_flops / self.fwd_bwd_s / 1e9
 
 
-def median_seconds(fn: Callable, *args, warmup: int = 1, repeats: int = 5) -> float:
-    """Median wall time of `fn(*args)` over `repeats` calls after `warmup` calls."""
+def median_seconds(
+    fn: Callable, *args, warmup: int = 1, repeats: int = 5, sync: Callable = jax.block_until_ready
+) -> float:
+    """Median wall time of `sync(fn(*args))` over `repeats` calls after `warmup` calls."""
     for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
+        sync(fn(*args))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
+        sync(fn(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

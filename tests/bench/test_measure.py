@@ -62,3 +62,11 @@ def test_markdown_ratio_is_against_baseline():
 
     table = report.markdown([row("jax.nn", 2.0), row("flash", 0.5)], "jax.nn", 100.0)
     assert "| flash | 8 | 500.0 | 0.25 |" in table
+
+
+def test_torch_peer_without_torch_says_how_to_install(monkeypatch):
+    from attention_jax.bench import torch_peer
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch -> ImportError
+    with pytest.raises(ValueError, match=r"\[torch\]"):
+        torch_peer.measure_torch(bench.Shape(), 16)
