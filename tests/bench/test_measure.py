@@ -2,11 +2,12 @@
 
 import csv
 import math
+import sys
 
 import pytest
 
 from attention_jax import bench, ops
-from attention_jax.bench import compare, report
+from attention_jax.bench import compare, report, torch_peer
 
 
 def test_fit_exponent_recovers_powers():
@@ -65,8 +66,6 @@ def test_markdown_ratio_is_against_baseline():
 
 
 def test_torch_peer_without_torch_says_how_to_install(monkeypatch):
-    from attention_jax.bench import torch_peer
-
-    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch -> ImportError
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     with pytest.raises(ValueError, match=r"\[torch\]"):
         torch_peer.measure_torch(bench.Shape(), 16)

@@ -6,8 +6,14 @@ import pytest
 
 from attention_jax import ops
 
-from .reference import (attention_np, jax_nn_attention, random_masking, random_qkv, valid_rows,
-                        weights_np)
+from .reference import (
+    attention_np,
+    jax_nn_attention,
+    random_masking,
+    random_qkv,
+    valid_rows,
+    weights_np,
+)
 
 # Seen: float32 op vs float64 reference differ by ~3e-6 at these sizes; 2e-5 leaves headroom.
 F32_TOL = dict(atol=2e-5, rtol=2e-5)
@@ -29,11 +35,32 @@ SHAPE = (2, 37, 53, 8, 2, 32)
 FORM_CASES = [
     pytest.param(forms, id="+".join(forms) or "none")
     for forms in [
-        (), ("causal",), ("window",), ("window_int",), ("q_lengths",), ("kv_lengths",),
-        ("segments",), ("mask",), ("mask_B1TS",), ("bias",), ("bias_1NTS",), ("bias_B1TS",),
-        ("scale",), ("causal", "kv_lengths"), ("window", "segments"), ("mask", "bias", "causal"),
-        ("causal", "window", "q_lengths", "kv_lengths", "segments", "mask_B1TS", "bias_1NTS",
-         "scale"),
+        (),
+        ("causal",),
+        ("window",),
+        ("window_int",),
+        ("q_lengths",),
+        ("kv_lengths",),
+        ("segments",),
+        ("mask",),
+        ("mask_B1TS",),
+        ("bias",),
+        ("bias_1NTS",),
+        ("bias_B1TS",),
+        ("scale",),
+        ("causal", "kv_lengths"),
+        ("window", "segments"),
+        ("mask", "bias", "causal"),
+        (
+            "causal",
+            "window",
+            "q_lengths",
+            "kv_lengths",
+            "segments",
+            "mask_B1TS",
+            "bias_1NTS",
+            "scale",
+        ),
     ]
 ]
 
@@ -53,113 +80,126 @@ SHAPE_CASES = [
 
 
 def check_against_references(kind, kind_kw, shape, forms, dtype=jnp.float32, tol=F32_TOL):
-  """Runs the op and compares it with the float64 reference and, on valid rows, jax.nn."""
-  B, T, S, N, K, H = shape
-  q, k, v = random_qkv(0, *shape, dtype=dtype)
-  kwargs = random_masking(1, forms, B, T, S, N)
-  out = ops.get(kind)(q, k, v, **kwargs, **kind_kw)
-  assert out.shape == (B, T, N, H) and out.dtype == dtype
-  out = np.asarray(out, np.float64)
-  np.testing.assert_allclose(out, attention_np(q, k, v, **kwargs), **tol)
-  if dtype == jnp.float32:
-    valid_BTN = valid_rows(q, k, **kwargs)
-    expected = np.asarray(jax_nn_attention(q, k, v, **kwargs))
-    np.testing.assert_allclose(out[valid_BTN], expected[valid_BTN], **tol)
+    """Runs the op and compares it with the float64 reference and, on valid rows, jax.nn."""
+    B, T, S, N, K, H = shape
+    q, k, v = random_qkv(0, *shape, dtype=dtype)
+    kwargs = random_masking(1, forms, B, T, S, N)
+    out = ops.get(kind)(q, k, v, **kwargs, **kind_kw)
+    assert out.shape == (B, T, N, H) and out.dtype == dtype
+    out = np.asarray(out, np.float64)
+    np.testing.assert_allclose(out, attention_np(q, k, v, **kwargs), **tol)
+    if dtype == jnp.float32:
+        valid_BTN = valid_rows(q, k, **kwargs)
+        expected = np.asarray(jax_nn_attention(q, k, v, **kwargs))
+        np.testing.assert_allclose(out[valid_BTN], expected[valid_BTN], **tol)
 
 
 @pytest.mark.parametrize("kind, kind_kw", KINDS)
 @pytest.mark.parametrize("forms", FORM_CASES)
 def test_masking_forms(kind, kind_kw, forms):
-  """Each masking form and some combinations match both references in float32."""
-  check_against_references(kind, kind_kw, SHAPE, forms)
+    """Each masking form and some combinations match both references in float32."""
+    check_against_references(kind, kind_kw, SHAPE, forms)
 
 
 @pytest.mark.parametrize("kind, kind_kw", KINDS)
 @pytest.mark.parametrize("shape, forms", SHAPE_CASES)
 def test_shapes_and_heads(kind, kind_kw, shape, forms):
-  """T != S, T = 1, MHA / GQA / MQA and head dims 32, 64, 80 match both references."""
-  check_against_references(kind, kind_kw, shape, forms)
+    """T != S, T = 1, MHA / GQA / MQA and head dims 32, 64, 80 match both references."""
+    check_against_references(kind, kind_kw, shape, forms)
 
 
 @pytest.mark.parametrize("kind, kind_kw", KINDS)
-@pytest.mark.parametrize("forms", [
-    pytest.param((), id="none"),
-    pytest.param(("causal", "kv_lengths"), id="causal+kv_lengths"),
-    pytest.param(("window", "segments", "q_lengths", "bias"), id="window+segments+q_lengths+bias"),
-])
+@pytest.mark.parametrize(
+    "forms",
+    [
+        pytest.param((), id="none"),
+        pytest.param(("causal", "kv_lengths"), id="causal+kv_lengths"),
+        pytest.param(
+            ("window", "segments", "q_lengths", "bias"), id="window+segments+q_lengths+bias"
+        ),
+    ],
+)
 def test_bfloat16(kind, kind_kw, forms):
-  """bfloat16 inputs give a bfloat16 output close to the float64 reference."""
-  check_against_references(kind, kind_kw, SHAPE, forms, dtype=jnp.bfloat16, tol=BF16_TOL)
+    """bfloat16 inputs give a bfloat16 output close to the float64 reference."""
+    check_against_references(kind, kind_kw, SHAPE, forms, dtype=jnp.bfloat16, tol=BF16_TOL)
 
 
 def _empty_rows_kwargs(name, B, T, S, N):
-  """Masking arguments that leave some query rows with no allowed key."""
-  if name == "kv_length_0":
-    return dict(key_value_seq_lengths=jnp.array([0, S], jnp.int32))
-  if name == "mask_row_false":
-    mask = np.ones((B, N, T, S), bool)
-    mask[0, 3, 5] = False
-    mask[1, :, -1] = False
-    return dict(mask=jnp.asarray(mask))
-  if name == "window_past_keys":
-    # T > S: with a (0, 0) window, queries t >= S have no key t.
-    return dict(local_window_size=(0, 0))
-  if name == "segment_absent":
-    q_seg = np.zeros((B, T), np.int32)
-    q_seg[:, T // 2:] = 7
-    return dict(query_segment_ids=jnp.asarray(q_seg),
-                key_value_segment_ids=jnp.zeros((B, S), jnp.int32))
-  assert name == "q_lengths_padding"
-  return dict(query_seq_lengths=jnp.array([3, 0], jnp.int32))
+    """Masking arguments that leave some query rows with no allowed key."""
+    if name == "kv_length_0":
+        return dict(key_value_seq_lengths=jnp.array([0, S], jnp.int32))
+    if name == "mask_row_false":
+        mask = np.ones((B, N, T, S), bool)
+        mask[0, 3, 5] = False
+        mask[1, :, -1] = False
+        return dict(mask=jnp.asarray(mask))
+    if name == "window_past_keys":
+        # T > S: with a (0, 0) window, queries t >= S have no key t.
+        return dict(local_window_size=(0, 0))
+    if name == "segment_absent":
+        q_seg = np.zeros((B, T), np.int32)
+        q_seg[:, T // 2 :] = 7
+        return dict(
+            query_segment_ids=jnp.asarray(q_seg), key_value_segment_ids=jnp.zeros((B, S), jnp.int32)
+        )
+    assert name == "q_lengths_padding"
+    return dict(query_seq_lengths=jnp.array([3, 0], jnp.int32))
 
 
 @pytest.mark.parametrize("kind, kind_kw", KINDS[:2])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("name", ["kv_length_0", "mask_row_false", "window_past_keys",
-                                  "segment_absent", "q_lengths_padding"])
+@pytest.mark.parametrize(
+    "name",
+    ["kv_length_0", "mask_row_false", "window_past_keys", "segment_absent", "q_lengths_padding"],
+)
 def test_fully_masked_rows_are_exact_zeros(kind, kind_kw, dtype, name):
-  """Rows with no allowed key output exactly 0 (not jax.nn's uniform average), never NaN."""
-  B, T, S, N, K, H = 2, 21, 13, 4, 2, 16
-  q, k, v = random_qkv(0, B, T, S, N, K, H, dtype=dtype)
-  kwargs = _empty_rows_kwargs(name, B, T, S, N)
-  valid_BTN = valid_rows(q, k, **kwargs)
-  assert not valid_BTN.all()
-  out = np.asarray(ops.get(kind)(q, k, v, **kwargs, **kind_kw), np.float64)
-  assert np.isfinite(out).all()
-  np.testing.assert_array_equal(out[~valid_BTN], 0.0)
-  tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
-  np.testing.assert_allclose(out, attention_np(q, k, v, **kwargs), **tol)
+    """Rows with no allowed key output exactly 0 (not jax.nn's uniform average), never NaN."""
+    B, T, S, N, K, H = 2, 21, 13, 4, 2, 16
+    q, k, v = random_qkv(0, B, T, S, N, K, H, dtype=dtype)
+    kwargs = _empty_rows_kwargs(name, B, T, S, N)
+    valid_BTN = valid_rows(q, k, **kwargs)
+    assert not valid_BTN.all()
+    out = np.asarray(ops.get(kind)(q, k, v, **kwargs, **kind_kw), np.float64)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out[~valid_BTN], 0.0)
+    tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
+    np.testing.assert_allclose(out, attention_np(q, k, v, **kwargs), **tol)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("forms", [
-    pytest.param(("causal", "bias"), id="causal+bias"),
-    pytest.param(("segments", "kv_lengths", "mask"), id="segments+kv_lengths+mask"),
-])
+@pytest.mark.parametrize(
+    "forms",
+    [
+        pytest.param(("causal", "bias"), id="causal+bias"),
+        pytest.param(("segments", "kv_lengths", "mask"), id="segments+kv_lengths+mask"),
+    ],
+)
 def test_dense_return_weights(dtype, forms):
-  """Weights are float32 [B, N, T, S] rows summing to 1 (0 when fully masked); weights @ v = out."""
-  B, T, S, N, K, H = 2, 19, 23, 4, 2, 16
-  q, k, v = random_qkv(0, B, T, S, N, K, H, dtype=dtype)
-  kwargs = random_masking(1, forms, B, T, S, N)
-  out, weights = ops.dense(q, k, v, **kwargs, return_weights=True)
-  assert weights.shape == (B, N, T, S) and weights.dtype == jnp.float32
-  tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
-  np.testing.assert_allclose(out.astype(jnp.float32), ops.dense(q, k, v, **kwargs), **tol)
-  weights = np.asarray(weights, np.float64)
-  np.testing.assert_allclose(weights, weights_np(q, k, **kwargs), **tol)
-  valid_BNT = valid_rows(q, k, **kwargs).transpose(0, 2, 1)
-  np.testing.assert_allclose(weights.sum(-1), valid_BNT.astype(np.float64), **tol)
-  np.testing.assert_array_equal(weights[~valid_BNT], 0.0)
-  v_BSNH = np.repeat(np.asarray(v, np.float64), N // K, axis=2)
-  np.testing.assert_allclose(np.einsum("bnts,bsnh->btnh", weights, v_BSNH),
-                             np.asarray(out, np.float64), **tol)
+    """Weights: float32 [B, N, T, S], rows sum to 1 (0 if fully masked), weights @ v = out."""
+    B, T, S, N, K, H = 2, 19, 23, 4, 2, 16
+    q, k, v = random_qkv(0, B, T, S, N, K, H, dtype=dtype)
+    kwargs = random_masking(1, forms, B, T, S, N)
+    out, weights = ops.dense(q, k, v, **kwargs, return_weights=True)
+    assert weights.shape == (B, N, T, S) and weights.dtype == jnp.float32
+    tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
+    np.testing.assert_allclose(out.astype(jnp.float32), ops.dense(q, k, v, **kwargs), **tol)
+    weights = np.asarray(weights, np.float64)
+    np.testing.assert_allclose(weights, weights_np(q, k, **kwargs), **tol)
+    valid_BNT = valid_rows(q, k, **kwargs).transpose(0, 2, 1)
+    np.testing.assert_allclose(weights.sum(-1), valid_BNT.astype(np.float64), **tol)
+    np.testing.assert_array_equal(weights[~valid_BNT], 0.0)
+    v_BSNH = np.repeat(np.asarray(v, np.float64), N // K, axis=2)
+    np.testing.assert_allclose(
+        np.einsum("bnts,bsnh->btnh", weights, v_BSNH), np.asarray(out, np.float64), **tol
+    )
 
 
 @pytest.mark.parametrize("kind", ["dense", "flash"])
 def test_registry_dispatch(kind):
-  """ops.names lists the exact kinds and ops.attention(kind=...) runs the registered op."""
-  assert {"dense", "flash"} <= set(ops.names())
-  q, k, v = random_qkv(0, 2, 9, 11, 4, 2, 8)
-  kwargs = random_masking(1, ("causal", "bias"), 2, 9, 11, 4)
-  np.testing.assert_array_equal(ops.attention(q, k, v, kind=kind, **kwargs),
-                                ops.get(kind)(q, k, v, **kwargs))
+    """ops.names lists the exact kinds and ops.attention(kind=...) runs the registered op."""
+    assert {"dense", "flash"} <= set(ops.names())
+    q, k, v = random_qkv(0, 2, 9, 11, 4, 2, 8)
+    kwargs = random_masking(1, ("causal", "bias"), 2, 9, 11, 4)
+    np.testing.assert_array_equal(
+        ops.attention(q, k, v, kind=kind, **kwargs), ops.get(kind)(q, k, v, **kwargs)
+    )
