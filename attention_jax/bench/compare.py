@@ -91,7 +91,7 @@ def run_comparison(
         f.write(table)
     title = (
         f"B={shape.batch} N={shape.num_heads} K={shape.num_kv_heads} H={shape.head_dim} "
-        f"{shape.dtype} causal={shape.is_causal} on {jax.devices()[0].device_kind}"
+        f"{shape.dtype} {shape.mask_kwargs()} on {jax.devices()[0].device_kind}"
     )
     report.plot(rows, os.path.join(workdir, "costs.png"), title)
     with open(os.path.join(workdir, "shape.json"), "w") as f:

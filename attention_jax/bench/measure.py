@@ -22,7 +22,7 @@ from attention_jax.bench import flops as flops_lib
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """The attention problem: batch, heads, head_dim, dtype; n is the swept sequence length."""
+    """The attention problem: batch, heads, head_dim, dtype, mask structure; n is swept."""
 
     batch: int = 1
     num_heads: int = 8
@@ -30,20 +30,28 @@ class Shape:
     head_dim: int = 64
     dtype: str = "float32"
     is_causal: bool = False
+    local_window_size: tuple[int, int] | None = None
+
+    def mask_kwargs(self) -> dict:
+        """The structured-mask arguments of the op contract for this problem."""
+        kwargs = {"is_causal": self.is_causal}
+        if self.local_window_size is not None:
+            kwargs["local_window_size"] = tuple(self.local_window_size)
+        return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """One measured (kind, n) point; times in seconds, memory in bytes, NaN when not run."""
+    """One measured (kind, n) point; seconds, bytes, FLOPs; NaN where not measured."""
 
     kind: str
     n: int
     fwd_s: float
     fwd_bwd_s: float
-    fwd_bytes: int
-    fwd_bwd_bytes: int
-    fwd_flops: int
-    fwd_bwd_flops: int
+    fwd_bytes: float
+    fwd_bwd_bytes: float
+    fwd_flops: float
+    fwd_bwd_flops: float
     xla_fwd_flops: float
     note: str = ""
 
@@ -90,9 +98,9 @@ def make_inputs(shape: Shape, n: int, seed: int = 0):
     return q, jax.random.normal(kk, kv_shape, dtype), jax.random.normal(kv, kv_shape, dtype)
 
 
-def _forward_and_grad(op: Callable, is_causal: bool):
+def _forward_and_grad(op: Callable, mask_kwargs: dict):
     def forward(q, k, v):
-        return op(q, k, v, is_causal=is_causal)
+        return op(q, k, v, **mask_kwargs)
 
     def loss(q, k, v):
         return jnp.sum(forward(q, k, v).astype(jnp.float32))
@@ -113,12 +121,12 @@ def measure(
 ) -> Cost:
     """Measures `op` (contract signature) at sequence length n; skips runs over the budget."""
     args = make_inputs(shape, n)
-    forward, grad = _forward_and_grad(op, shape.is_causal)
+    forward, grad = _forward_and_grad(op, shape.mask_kwargs())
     fwd = jax.jit(forward).lower(*args).compile()
     fwd_bytes = peak_bytes(fwd)
     fwd_flops = flops_lib.count_flops(forward, *args)
     xla_flops = fwd.cost_analysis().get("flops", math.nan)
-    bwd_bytes, bwd_flops = 0, 0
+    bwd_bytes = bwd_flops = math.nan
     if backward:
         bwd = jax.jit(grad).lower(*args).compile()
         bwd_bytes = peak_bytes(bwd)

@@ -22,7 +22,7 @@ def exponents(rows: Sequence[Cost]) -> dict[str, dict[str, float]]:
         ns = [r.n for r in mine]
         out[kind] = {
             metric: fit_exponent(ns, [getattr(r, metric) for r in mine])
-            for metric in ("fwd_s", "fwd_bwd_s", "fwd_bwd_bytes", "fwd_flops")
+            for metric in ("fwd_s", "fwd_bwd_s", "fwd_bytes", "fwd_bwd_bytes", "fwd_flops")
         }
     return out
 
@@ -49,8 +49,8 @@ def markdown(rows: Sequence[Cost], baseline: str, roofline_gflops: float) -> str
         "time in the same process (lower is faster).",
         "",
         "| kind | n | fwd ms | fwd/base | fwd GFLOP/s | fwd+bwd ms | fwd+bwd/base | "
-        "fwd+bwd GiB | fwd GFLOP | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "fwd GiB | fwd+bwd GiB | fwd GFLOP | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r.n, r.kind != baseline, r.kind)):
         b = base.get(r.n)
@@ -59,19 +59,20 @@ def markdown(rows: Sequence[Cost], baseline: str, roofline_gflops: float) -> str
         lines.append(
             f"| {r.kind} | {r.n} | {_fmt(r.fwd_s * 1e3)} | {_fmt(fwd_ratio, 2)} | "
             f"{_fmt(r.fwd_gflops_per_s)} | {_fmt(r.fwd_bwd_s * 1e3)} | {_fmt(bwd_ratio, 2)} | "
-            f"{_fmt(r.fwd_bwd_bytes / _GIB, 3)} | {_fmt(r.fwd_flops / 1e9, 2)} | {r.note} |"
+            f"{_fmt(r.fwd_bytes / _GIB, 3)} | {_fmt(r.fwd_bwd_bytes / _GIB, 3)} | "
+            f"{_fmt(r.fwd_flops / 1e9, 2)} | {r.note} |"
         )
     lines += [
         "",
         "Fitted exponent p of cost ~ n^p:",
         "",
-        "| kind | fwd time | fwd+bwd time | fwd+bwd memory | fwd FLOPs |",
-        "|---|---:|---:|---:|---:|",
+        "| kind | fwd time | fwd+bwd time | fwd memory | fwd+bwd memory | fwd FLOPs |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for kind, p in exponents(rows).items():
         lines.append(
             f"| {kind} | {_fmt(p['fwd_s'], 2)} | {_fmt(p['fwd_bwd_s'], 2)} | "
-            f"{_fmt(p['fwd_bwd_bytes'], 2)} | {_fmt(p['fwd_flops'], 2)} |"
+            f"{_fmt(p['fwd_bytes'], 2)} | {_fmt(p['fwd_bwd_bytes'], 2)} | {_fmt(p['fwd_flops'], 2)} |"
         )
     return "\n".join(lines) + "\n"
 

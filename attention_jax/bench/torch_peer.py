@@ -35,6 +35,8 @@ def measure_torch(
 ) -> measure.Cost:
     """Times torch SDPA on [B, N, n, H] tensors (its native heads-major layout)."""
     torch = _import_torch()
+    if shape.local_window_size is not None:
+        raise ValueError(f"{NAME} has no sliding window; drop it from kinds for window runs.")
     sdpa = torch.nn.functional.scaled_dot_product_attention
     dtype = getattr(torch, shape.dtype)
     gen = torch.Generator().manual_seed(0)
@@ -61,17 +63,17 @@ def measure_torch(
         for fn in ((forward, forward_backward) if backward else (forward,))
     ]
     fwd_flops = flops_lib.count_flops(
-        lambda *a: ops.dense(*a, is_causal=shape.is_causal), *measure.make_inputs(shape, n)
+        lambda *a: ops.dense(*a, **shape.mask_kwargs()), *measure.make_inputs(shape, n)
     )
     return measure.Cost(
         NAME,
         n,
         times[0],
         times[1] if backward else math.nan,
-        0,
-        0,
+        math.nan,
+        math.nan,
         fwd_flops,
-        0,
+        math.nan,
         math.nan,
         "torch: time only",
     )

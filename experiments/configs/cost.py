@@ -6,13 +6,15 @@ The argument after the colon is a comma-separated list of options:
   small   n = 256..2048, 3 repeats: a couple of minutes on a 2-core CPU (the default).
   full    n = 1024..32768, the README's numbers; cases too big for memory are reported, not run.
   causal  causal attention (flash skips the hidden blocks).
+  window  causal sliding window of 512 keys (flash skips blocks outside the band).
   bf16    bfloat16 inputs.
   fwd     forward only.
+  torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
 """
 
 import ml_collections
 
-_OPTIONS = ("small", "full", "causal", "bf16", "fwd")
+_OPTIONS = ("small", "full", "causal", "window", "bf16", "fwd", "torch")
 
 
 def parse_arg(arg: str) -> set[str]:
@@ -23,6 +25,8 @@ def parse_arg(arg: str) -> set[str]:
         raise ValueError(f"unknown cost config option(s) {sorted(unknown)}; use {_OPTIONS}.")
     if {"small", "full"} <= options:
         raise ValueError("choose one of 'small' and 'full'.")
+    if {"window", "torch"} <= options:
+        raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
     return options
 
 
@@ -30,7 +34,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     options = parse_arg(arg)
     full = "full" in options
     config = ml_collections.ConfigDict()
-    config.kinds = ("jax.nn", "dense", "flash")
+    config.kinds = ("jax.nn", "dense", "flash") + (("torch.sdpa",) if "torch" in options else ())
     config.baseline = "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
     config.batch = 1
@@ -39,6 +43,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.head_dim = 64
     config.dtype = "bfloat16" if "bf16" in options else "float32"
     config.is_causal = "causal" in options
+    config.local_window_size = (512, 0) if "window" in options else ()
     config.backward = "fwd" not in options
     config.warmup = 1
     config.repeats = 5 if full else 3

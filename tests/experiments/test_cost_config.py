@@ -12,7 +12,12 @@ def test_options_select_sizes_and_modes():
     assert not cost.get_config("fwd").backward
 
 
-@pytest.mark.parametrize("arg", ["huge", "small,full"])
+def test_window_and_torch_options():
+    assert cost.get_config("window").local_window_size == (512, 0)
+    assert "torch.sdpa" in cost.get_config("torch").kinds
+
+
+@pytest.mark.parametrize("arg", ["huge", "small,full", "window,torch"])
 def test_bad_options_are_refused(arg):
     with pytest.raises(ValueError):
         cost.get_config(arg)
