@@ -72,7 +72,8 @@ def markdown(rows: Sequence[Cost], baseline: str, roofline_gflops: float) -> str
     for kind, p in exponents(rows).items():
         lines.append(
             f"| {kind} | {_fmt(p['fwd_s'], 2)} | {_fmt(p['fwd_bwd_s'], 2)} | "
-            f"{_fmt(p['fwd_bytes'], 2)} | {_fmt(p['fwd_bwd_bytes'], 2)} | {_fmt(p['fwd_flops'], 2)} |"
+            f"{_fmt(p['fwd_bytes'], 2)} | {_fmt(p['fwd_bwd_bytes'], 2)} | "
+            f"{_fmt(p['fwd_flops'], 2)} |"
         )
     return "\n".join(lines) + "\n"
 
