@@ -64,9 +64,9 @@ def check_qkv(kind: str, query, key, value) -> Dims:
     return Dims(B, T, S, N, K, H, value.shape[-1])
 
 
-def default_scale(scale: float | None, head_dim: int) -> float:
-    """The logit scale: 1/sqrt(head_dim) unless given."""
-    return float(head_dim) ** -0.5 if scale is None else float(scale)
+def default_scale(scale, head_dim: int):
+    """The logit scale: 1/sqrt(head_dim) unless given (a given scale may be traced)."""
+    return float(head_dim) ** -0.5 if scale is None else scale
 
 
 def heads_major_query(query: jax.Array, num_kv_heads: int) -> jax.Array:

@@ -46,6 +46,17 @@ def _put(x, update, index, size, axis):
     return lax.dynamic_update_slice_in_dim(x, update, index * size, axis=axis)
 
 
+def _varying_like(carry, *inputs):
+    """Gives fresh loop-carry values the per-device variance of the inputs (for shard_map).
+
+    Under `shard_map` a scan carry must vary over the same mesh axes on entry and exit; constants
+    start invariant while the loop mixes in sharded inputs. Adding a zero derived from every
+    input (`zeros_like` keeps variance) fixes that and is a no-op everywhere else.
+    """
+    zero = sum(jnp.zeros_like(x, jnp.float32, shape=()) for x in jax.tree.leaves(inputs))
+    return jax.tree.map(lambda c: c + zero, carry)
+
+
 def _logits(q_BKGTH, k_BKSH, bias, spec, i, j, block_q, block_kv):
     """Scaled logits of block (i, j) in float32 and its visibility (or None)."""
     logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=jnp.float32)
@@ -55,11 +66,10 @@ def _logits(q_BKGTH, k_BKSH, bias, spec, i, j, block_q, block_kv):
     return logits, masks.allowed(spec, i * block_q, block_q, j * block_kv, block_kv)
 
 
-def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
+def _forward(q, k, v, bias, spec, block_q, block_kv):
     """Returns output [B, K, G, Tp, Hv] (float32) and row log-sum-exp [B, K, G, Tp]."""
     B, K, G, Tp, _ = q.shape
     Sp, Hv = k.shape[2], v.shape[-1]
-    q = q * jnp.asarray(scale, q.dtype)
     i, j, first = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, False)
     row_shape = (B, K, G, block_q)
 
@@ -100,15 +110,15 @@ def _forward(q, k, v, bias, spec, scale, block_q, block_kv):
         # +inf log-sum-exp makes the backward pass see zero probability in empty rows.
         jnp.full((B, K, G, Tp), jnp.inf, jnp.float32),
     )
+    init = _varying_like(init, q, k, v, bias, spec)
     (_, _, _, out, lse), _ = lax.scan(step, init, (i, j, first))
     return out, lse
 
 
-def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
+def _backward(q, k, v, bias, spec, block_q, block_kv, out, lse, d_out):
     """Gradients for q, k, v, bias from the saved output and log-sum-exp, block by block."""
     B, K, G, Tp, H = q.shape
     Sp, Hv = k.shape[2], v.shape[-1]
-    q_scaled = q * jnp.asarray(scale, q.dtype)
     d_out = d_out.astype(jnp.float32)
     delta = jnp.sum(d_out * out, axis=-1)  # [B, K, G, Tp]: rowsum(dO * O) = rowsum(P * dP)
     i, j, first = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, True)
@@ -118,7 +128,7 @@ def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
         i, j, first = pair
         dk_j = jnp.where(first, 0.0, dk_j)
         dv_j = jnp.where(first, 0.0, dv_j)
-        q_i = _block(q_scaled, i, block_q, 3)
+        q_i = _block(q, i, block_q, 3)
         k_j = _block(k, j, block_kv, 2)
         do_i = _block(d_out, i, block_q, 3)
         logits, ok = _logits(q_i, k_j, bias, spec, i, j, block_q, block_kv)
@@ -132,7 +142,7 @@ def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
         ds = p * (dp - _block(delta, i, block_q, 3)[..., None])
         dk_j = dk_j + jnp.einsum("bkgts,bkgth->bksh", ds, q_i, preferred_element_type=jnp.float32)
         dq_i = jnp.einsum("bkgts,bksh->bkgth", ds, k_j, preferred_element_type=jnp.float32)
-        dq = _put(dq, _block(dq, i, block_q, 3) + dq_i * scale, i, block_q, 3)
+        dq = _put(dq, _block(dq, i, block_q, 3) + dq_i, i, block_q, 3)
         dk = _put(dk, dk_j, j, block_kv, 2)
         dv = _put(dv, dv_j, j, block_kv, 2)
         if dbias is not None:
@@ -149,6 +159,7 @@ def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
         jnp.zeros(v.shape, jnp.float32),
         None if bias is None else jnp.zeros(bias.shape, jnp.float32),
     )
+    init = _varying_like(init, q, k, v, bias, spec, d_out)
     (_, _, dq, dk, dv, dbias), _ = lax.scan(step, init, (i, j, first))
     return (
         dq.astype(q.dtype),
@@ -158,19 +169,20 @@ def _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _flash_core(q, k, v, bias, spec, scale, block_q, block_kv):
-    return _forward(q, k, v, bias, spec, scale, block_q, block_kv)[0]
+# Logits are q.k with q already scaled: the scale stays outside, so it may be traced.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _flash_core(q, k, v, bias, spec, block_q, block_kv):
+    return _forward(q, k, v, bias, spec, block_q, block_kv)[0]
 
 
-def _flash_core_fwd(q, k, v, bias, spec, scale, block_q, block_kv):
-    out, lse = _forward(q, k, v, bias, spec, scale, block_q, block_kv)
+def _flash_core_fwd(q, k, v, bias, spec, block_q, block_kv):
+    out, lse = _forward(q, k, v, bias, spec, block_q, block_kv)
     return out, (q, k, v, bias, spec, out, lse)
 
 
-def _flash_core_bwd(scale, block_q, block_kv, residuals, d_out):
+def _flash_core_bwd(block_q, block_kv, residuals, d_out):
     q, k, v, bias, spec, out, lse = residuals
-    grads = _backward(q, k, v, bias, spec, scale, block_q, block_kv, out, lse, d_out)
+    grads = _backward(q, k, v, bias, spec, block_q, block_kv, out, lse, d_out)
     return (*grads, None)
 
 
@@ -262,6 +274,6 @@ def flash(
     q = _pad_axis(contract.heads_major_query(query, dims.num_kv_heads), 3, Tp, 0)
     k = _pad_axis(contract.heads_major_kv(key), 2, Sp, 0)
     v = _pad_axis(contract.heads_major_kv(value), 2, Sp, 0)
-    scale = contract.default_scale(scale, dims.head_dim)
-    out = _flash_core(q, k, v, bias, spec, scale, block_q, block_kv)
+    q = q * jnp.asarray(contract.default_scale(scale, dims.head_dim), q.dtype)
+    out = _flash_core(q, k, v, bias, spec, block_q, block_kv)
     return contract.seq_major_output(out[:, :, :, : dims.q_len]).astype(query.dtype)

@@ -203,3 +203,17 @@ def test_registry_dispatch(kind):
     np.testing.assert_array_equal(
         ops.attention(q, k, v, kind=kind, **kwargs), ops.get(kind)(q, k, v, **kwargs)
     )
+
+
+@pytest.mark.parametrize("kind, kind_kw", KINDS[:2])
+def test_value_head_dim_may_differ_from_key(kind, kind_kw):
+    """value [B, S, K, Hv] with Hv != H gives output [B, T, N, Hv] matching the reference."""
+    B, T, S, N, K, H = 2, 17, 29, 4, 2, 16
+    q, k, _ = random_qkv(0, B, T, S, N, K, H)
+    _, _, v = random_qkv(1, B, T, S, N, K, 24)
+    kwargs = random_masking(2, ("causal", "kv_lengths"), B, T, S, N)
+    out = ops.get(kind)(q, k, v, **kwargs, **kind_kw)
+    assert out.shape == (B, T, N, 24)
+    np.testing.assert_allclose(
+        np.asarray(out, np.float64), attention_np(q, k, v, **kwargs), **F32_TOL
+    )
