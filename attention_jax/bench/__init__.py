@@ -2,7 +2,7 @@
 
 from attention_jax.bench.compare import PEERS, run_comparison
 from attention_jax.bench.flops import count_flops
-from attention_jax.bench.measure import Cost, Shape, matmul_gflops_per_s, measure
+from attention_jax.bench.measure import Cost, Shape, matmul_gflops_per_s, measure_cost
 from attention_jax.bench.scaling import fit_exponent
 
 __all__ = [
@@ -12,6 +12,6 @@ __all__ = [
     "count_flops",
     "fit_exponent",
     "matmul_gflops_per_s",
-    "measure",
+    "measure_cost",
     "run_comparison",
 ]

@@ -29,6 +29,9 @@ def resolve(kind: str, params: Mapping | None = None) -> Callable:
     return lambda q, k, v, **kw: op(q, k, v, **params, **kw)
 
 
+_MASK_ARGS = frozenset({"is_causal", "local_window_size"})
+
+
 def known_kinds() -> list[str]:
     """Everything the comparison can measure: JAX peers, the torch peer and the registry."""
     return [*PEERS, torch_peer.NAME, *ops.names()]
@@ -37,7 +40,7 @@ def known_kinds() -> list[str]:
 def _measure(kind, params, shape, n, *, memory_budget_bytes, **kwargs) -> measure.Cost:
     if kind == torch_peer.NAME:
         return torch_peer.measure_torch(shape, n, **kwargs)
-    return measure.measure(
+    return measure.measure_cost(
         kind, resolve(kind, params), shape, n, memory_budget_bytes=memory_budget_bytes, **kwargs
     )
 
@@ -60,11 +63,20 @@ def run_comparison(
     Returns the measured rows and the Markdown table.
     """
     kind_params = kind_params or {}
-    for kind in kinds:
+    for kind in [*kinds, baseline]:
         if kind not in known_kinds():
             raise ValueError(
                 f"unknown kind {kind!r} in the cost comparison; choose from {known_kinds()}."
             )
+    for kind, params in kind_params.items():
+        clash = set(params) & _MASK_ARGS
+        if clash:
+            raise ValueError(
+                f"kind_params[{kind!r}] sets {sorted(clash)}; mask structure belongs to the "
+                "Shape (is_causal, local_window_size) so every kind is measured on the same task."
+            )
+    if torch_peer.NAME in kinds:
+        torch_peer.import_torch()  # fail before hours of measuring, not at the first torch case
     if baseline not in kinds:
         kinds = [baseline, *kinds]
     os.makedirs(workdir, exist_ok=True)

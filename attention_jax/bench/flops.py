@@ -15,10 +15,28 @@ import jax
 from jax.extend import core
 
 _ELEMENTWISE = frozenset(
-    "add sub mul div neg max min exp exp2 log log1p tanh logistic sqrt rsqrt pow integer_pow "
-    "abs sign select_n square erf cos sin".split()
+    "add add_any sub mul div rem neg max min exp exp2 expm1 log log1p tanh logistic sqrt rsqrt "
+    "cbrt pow integer_pow abs sign select_n square erf erf_inv cos sin tan atan2 floor ceil round "
+    "clamp is_finite eq ne lt le gt ge and or not xor nextafter".split()
 )
-_REDUCTIONS = frozenset("reduce_sum reduce_max reduce_min argmax argmin".split())
+_REDUCTIONS = frozenset(
+    "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin "
+    "cumsum cumprod cummax cummin cumlogsumexp".split()
+)
+# Data movement, type changes and randomness: no arithmetic to count.
+_FREE = frozenset(
+    "reshape transpose broadcast_in_dim squeeze expand_dims slice dynamic_slice "
+    "dynamic_update_slice gather scatter concatenate pad convert_element_type iota copy copy_p "
+    "rev split bitcast_convert_type reduce_precision stop_gradient sharding_constraint pvary "
+    "pcast device_put random_bits random_seed random_wrap random_unwrap random_fold_in "
+    "random_split threefry2x32 shift_left shift_right_logical shift_right_arithmetic "
+    "optimization_barrier".split()
+)
+# Primitives that only wrap a sub-program, counted by recursing into it.
+_CALLS = frozenset(
+    "jit pjit closed_call core_call remat checkpoint custom_jvp_call custom_vjp_call "
+    "custom_vjp_call_jaxpr custom_lin shard_map".split()
+)
 
 
 def _size(aval) -> int:
@@ -61,8 +79,14 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> int:
                 "count_flops: a while loop has a data-dependent trip count; express the loop "
                 "as lax.scan (or fori_loop with static bounds) to count it."
             )
-        else:
+        elif name in _CALLS:
             total += sum(jaxpr_flops(sub) for sub in _sub_jaxprs(eqn.params))
+        elif name not in _FREE:
+            # Counting an unknown primitive as free would silently flatter a kind.
+            raise ValueError(
+                f"count_flops: no FLOP rule for primitive {name!r}; add it to "
+                "attention_jax/bench/flops.py."
+            )
     return total
 
 

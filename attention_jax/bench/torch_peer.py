@@ -15,7 +15,7 @@ from attention_jax.bench import measure
 NAME = "torch.sdpa"
 
 
-def _import_torch():
+def import_torch():
     try:
         import torch
     except ImportError:
@@ -34,7 +34,7 @@ def measure_torch(
     backward: bool = True,
 ) -> measure.Cost:
     """Times torch SDPA on [B, N, n, H] tensors (its native heads-major layout)."""
-    torch = _import_torch()
+    torch = import_torch()
     if shape.local_window_size is not None:
         raise ValueError(f"{NAME} has no sliding window; drop it from kinds for window runs.")
     sdpa = torch.nn.functional.scaled_dot_product_attention

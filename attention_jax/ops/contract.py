@@ -24,7 +24,6 @@ class Dims:
     num_heads: int
     num_kv_heads: int
     head_dim: int
-    value_dim: int
 
     @property
     def group(self) -> int:
@@ -61,12 +60,25 @@ def check_qkv(kind: str, query, key, value) -> Dims:
             f"{kind}: query, key and value must share a dtype; got {query.dtype}, {key.dtype}, "
             f"{value.dtype}. Cast them to one dtype first."
         )
-    return Dims(B, T, S, N, K, H, value.shape[-1])
+    if T == 0 or S == 0:
+        raise ValueError(f"{kind}: q_len ({T}) and kv_len ({S}) must be positive.")
+    return Dims(B, T, S, N, K, H)
 
 
-def default_scale(scale, head_dim: int):
-    """The logit scale: 1/sqrt(head_dim) unless given (a given scale may be traced)."""
-    return float(head_dim) ** -0.5 if scale is None else scale
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """Logits, softmax and normalisers run in float32, or wider for float64 inputs."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_scale(kind: str, scale, head_dim: int):
+    """The logit scale: 1/sqrt(head_dim) unless given; a given one must be a real scalar."""
+    if scale is None:
+        return float(head_dim) ** -0.5
+    if isinstance(scale, (bool, str)) or jnp.ndim(scale) != 0:
+        raise ValueError(f"{kind}: scale must be a real scalar; got {scale!r}.")
+    if not jnp.issubdtype(jnp.result_type(scale), jnp.number):
+        raise ValueError(f"{kind}: scale must be a real scalar; got {scale!r}.")
+    return scale
 
 
 def heads_major_query(query: jax.Array, num_kv_heads: int) -> jax.Array:
@@ -87,7 +99,7 @@ def seq_major_output(out: jax.Array) -> jax.Array:
 
 
 def split_heads_4d(kind: str, name: str, x, dims: Dims, dtype_kind: str) -> jax.Array:
-    """Checks a [B|1, N|1, T|1, S|1] mask or bias and returns it as [B|1, K|1, G|1, T, S]."""
+    """Checks a [B|1, N|1, T|1, S|1] mask or bias and returns it as [B|1, K|1, G|1, T|1, S|1]."""
     x = jnp.asarray(x)
     want = (dims.batch, dims.num_heads, dims.q_len, dims.kv_len)
     if x.ndim != 4 or any(d not in (1, w) for d, w in zip(x.shape, want)):
@@ -99,10 +111,10 @@ def split_heads_4d(kind: str, name: str, x, dims: Dims, dtype_kind: str) -> jax.
         raise ValueError(f"{kind}: {name} must be boolean (True = may attend); got {x.dtype}.")
     if dtype_kind == "float" and not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{kind}: {name} must be a floating array; got {x.dtype}.")
-    Bx, Nx = x.shape[:2]
-    x = jnp.broadcast_to(x, (Bx, Nx, dims.q_len, dims.kv_len))
+    Bx, Nx, Tx, Sx = x.shape
+    # Size-1 axes stay unbroadcast so a [B, 1, 1, S] padding mask stays O(S) in blocked kinds.
     Kx, Gx = (dims.num_kv_heads, dims.group) if Nx == dims.num_heads else (1, 1)
-    return x.reshape(Bx, Kx, Gx, dims.q_len, dims.kv_len)
+    return x.reshape(Bx, Kx, Gx, Tx, Sx)
 
 
 def check_lengths(kind: str, name: str, lengths, batch: int) -> jax.Array | None:
@@ -146,15 +158,20 @@ def check_window(kind: str, local_window_size) -> tuple[int, int] | None:
     """Normalises local_window_size to (left, right), as jax.nn.dot_product_attention does."""
     if local_window_size is None:
         return None
+    if isinstance(local_window_size, (bool, np.bool_)):
+        raise ValueError(f"{kind}: local_window_size must be an int or a pair; got a bool.")
     if isinstance(local_window_size, (int, np.integer)):
         local_window_size = (int(local_window_size), int(local_window_size))
     if (
         not isinstance(local_window_size, (tuple, list))
         or len(local_window_size) != 2
-        or any(not isinstance(w, (int, np.integer)) or w < 0 for w in local_window_size)
+        or any(
+            isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w < 0
+            for w in local_window_size
+        )
     ):
         raise ValueError(
             f"{kind}: local_window_size must be a non-negative int or a (left, right) pair of "
-            f"non-negative ints; got {local_window_size!r}."
+            f"non-negative static ints; got {local_window_size!r}."
         )
     return int(local_window_size[0]), int(local_window_size[1])

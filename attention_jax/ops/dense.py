@@ -13,16 +13,16 @@ from attention_jax.ops import contract, masks
 
 
 def masked_softmax(logits: jax.Array, ok: jax.Array | None):
-    """Softmax over the last axis in float32 that gives all-zero rows where nothing is allowed.
+    """Softmax over the last axis that gives all-zero rows where nothing is allowed.
 
     Returns (probabilities, row_sum) where row_sum == 0 marks fully masked rows.
     """
-    logits = logits.astype(jnp.float32)
     if ok is not None:
         # A finite fill keeps exp() and its gradient free of inf - inf.
-        logits = jnp.where(ok, logits, jnp.finfo(jnp.float32).min)
-    # Softmax is shift-invariant, so the max needs no gradient.
+        logits = jnp.where(ok, logits, jnp.finfo(logits.dtype).min)
+    # Softmax is shift-invariant, so the max needs no gradient; a row of -inf bias shifts by 0.
     row_max = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
+    row_max = jnp.where(jnp.isneginf(row_max), 0.0, row_max)
     unnormalised = jnp.exp(logits - row_max)
     if ok is not None:
         unnormalised = jnp.where(ok, unnormalised, 0.0)
@@ -52,7 +52,7 @@ def dense(
     Args:
       query: [B, T, N, H].
       key: [B, S, K, H] with N % K == 0.
-      value: [B, S, K, H].
+      value: [B, S, K, Hv]; Hv may differ from H.
       bias: optional float, broadcastable to [B, N, T, S]; added to the scaled logits.
       mask: optional bool, broadcastable to [B, N, T, S]; True = may attend.
       scale: logit scale; default 1/sqrt(H).
@@ -63,10 +63,11 @@ def dense(
       query_segment_ids: optional int [B, T]; with key_value_segment_ids [B, S], pairs attend
         only within the same segment (packed sequences).
       key_value_segment_ids: optional int [B, S].
-      return_weights: also return the attention probabilities [B, N, T, S] (float32).
+      return_weights: also return the attention probabilities [B, N, T, S] (float32, or float64
+        for float64 inputs).
 
     Returns:
-      [B, T, N, H] in the query dtype, or (output, weights) when return_weights is set.
+      [B, T, N, Hv] in the query dtype, or (output, weights) when return_weights is set.
     """
     dims = contract.check_qkv("dense", query, key, value)
     spec = masks.build_spec(
@@ -84,9 +85,11 @@ def dense(
     k_BKSH = contract.heads_major_kv(key)
     v_BKSH = contract.heads_major_kv(value)
 
+    scale = contract.check_scale("dense", scale, dims.head_dim)
+    acc = contract.accumulation_dtype(query.dtype)
     logits_BKGTS = jnp.einsum(
-        "bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=jnp.float32
-    ) * contract.default_scale(scale, dims.head_dim)
+        "bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=acc
+    ) * jnp.asarray(scale, acc)
     if bias is not None:
         logits_BKGTS = logits_BKGTS + contract.split_heads_4d("dense", "bias", bias, dims, "float")
     ok = masks.allowed(spec, 0, dims.q_len, 0, dims.kv_len)
@@ -96,7 +99,7 @@ def dense(
         "bkgts,bksh->bkgth",
         probs_BKGTS.astype(value.dtype),
         v_BKSH,
-        preferred_element_type=jnp.float32,
+        preferred_element_type=acc,
     )
     out = contract.seq_major_output(out_BKGTH).astype(query.dtype)
     if not return_weights:

@@ -3,15 +3,20 @@
 FlashAttention (Dao et al. 2022; Dao 2023) in pure JAX. The score matrix is never stored: the
 forward pass walks (query block, key block) pairs keeping a running max, normaliser and output
 per query row, and saves only the output and the row log-sum-exp. The backward pass recomputes
-each block's probabilities from that log-sum-exp. Memory is O(T + S) for a fixed block size.
+each block's probabilities from that log-sum-exp. Memory is O(T + S) for a fixed block size
+(a dense `mask` or `bias` of shape [.., T, S] is O(T * S) by itself; [.., 1, S] ones stay small).
 
 The pairs walked are a static list: blocks that causal or sliding-window structure hides
 entirely are never computed, so their work is really saved (one `lax.scan` step per active
 block, which also makes the cost visible to a FLOP count of the program).
+
+The op has a custom VJP, so reverse mode (grad, vjp) works to any order but forward mode
+(jvp, jacfwd) does not; use `dense` where forward-mode derivatives are needed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -27,15 +32,19 @@ DEFAULT_BLOCK_KV = 512
 
 
 def block_pairs(spec: masks.MaskSpec, num_q_blocks, num_kv_blocks, block_q, block_kv, kv_major):
-    """Static (i, j, first, last) arrays listing active blocks, grouped by q (or kv) block."""
+    """Static arrays (q_block, kv_block, starts_group) of the active blocks in walking order.
+
+    Pairs are grouped by query block (forward) or by key block (backward, `kv_major`);
+    `starts_group` marks the first pair of each group, where accumulators reset.
+    """
     active = masks.active_blocks(spec, num_q_blocks, num_kv_blocks, block_q, block_kv)
-    i, j = np.nonzero(active.T if kv_major else active)
+    q_block, kv_block = np.nonzero(active.T if kv_major else active)
     if kv_major:
-        i, j = j, i
-    group = j if kv_major else i
-    first = np.ones_like(group, bool)
-    first[1:] = group[1:] != group[:-1]
-    return i.astype(np.int32), j.astype(np.int32), first
+        q_block, kv_block = kv_block, q_block
+    group = kv_block if kv_major else q_block
+    starts_group = np.ones_like(group, bool)
+    starts_group[1:] = group[1:] != group[:-1]
+    return q_block.astype(np.int32), kv_block.astype(np.int32), starts_group
 
 
 def _block(x, index, size, axis):
@@ -53,118 +62,132 @@ def _varying_like(carry, *inputs):
     start invariant while the loop mixes in sharded inputs. Adding a zero derived from every
     input (`zeros_like` keeps variance) fixes that and is a no-op everywhere else.
     """
-    zero = sum(jnp.zeros_like(x, jnp.float32, shape=()) for x in jax.tree.leaves(inputs))
+    zero = sum(jnp.zeros_like(x, jnp.int32, shape=()) for x in jax.tree.leaves(inputs))
     return jax.tree.map(lambda c: c + zero, carry)
 
 
-def _logits(q_BKGTH, k_BKSH, bias, spec, i, j, block_q, block_kv):
-    """Scaled logits of block (i, j) in float32 and its visibility (or None)."""
-    logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=jnp.float32)
+def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, block_q, block_kv):
+    """Logits of block (i, j), hidden pairs at -inf, in the accumulation dtype; and visibility."""
+    acc = contract.accumulation_dtype(q_BKGTH.dtype)
+    logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=acc)
     if bias is not None:
-        bias_block = _block(_block(bias, i, block_q, 3), j, block_kv, 4)
-        logits = logits + bias_block.astype(jnp.float32)
-    return logits, masks.allowed(spec, i * block_q, block_q, j * block_kv, block_kv)
+        bias_block = masks.block_of(bias, i * block_q, block_q, j * block_kv, block_kv)
+        logits = logits + bias_block.astype(acc)
+    ok = masks.allowed(spec, i * block_q, block_q, j * block_kv, block_kv)
+    if ok is not None:
+        logits = jnp.where(ok, logits, -jnp.inf)
+    return logits, ok
 
 
-def _forward(q, k, v, bias, spec, block_q, block_kv):
-    """Returns output [B, K, G, Tp, Hv] (float32) and row log-sum-exp [B, K, G, Tp]."""
-    B, K, G, Tp, _ = q.shape
-    Sp, Hv = k.shape[2], v.shape[-1]
-    i, j, first = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, False)
-    row_shape = (B, K, G, block_q)
+def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv):
+    """Returns output [B, K, G, Tp, Hv] and row log-sum-exp [B, K, G, Tp], in float32 (or f64)."""
+    B, K, G, Tp, _ = q_BKGTH.shape
+    acc = contract.accumulation_dtype(q_BKGTH.dtype)
+    Sp, Hv = k_BKSH.shape[2], v_BKSH.shape[-1]
+    pairs = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, False)
 
     def step(carry, pair):
-        row_max, row_sum, acc, out, lse = carry
-        i, j, first = pair
-        row_max = jnp.where(first, -jnp.inf, row_max)
-        row_sum = jnp.where(first, 0.0, row_sum)
-        acc = jnp.where(first, 0.0, acc)
-        logits, ok = _logits(
-            _block(q, i, block_q, 3), _block(k, j, block_kv, 2), bias, spec, i, j, block_q, block_kv
+        row_max, row_sum, acc_BKGtH, out_BKGTH, lse_BKGT = carry
+        i, j, starts_group = pair
+        row_max = jnp.where(starts_group, -jnp.inf, row_max)
+        row_sum = jnp.where(starts_group, 0.0, row_sum)
+        acc_BKGtH = jnp.where(starts_group, 0.0, acc_BKGtH)
+        logits_BKGts, _ = _masked_logits(
+            _block(q_BKGTH, i, block_q, 3),
+            _block(k_BKSH, j, block_kv, 2),
+            bias,
+            spec,
+            i,
+            j,
+            block_q,
+            block_kv,
         )
-        if ok is not None:
-            logits = jnp.where(ok, logits, -jnp.inf)
-        new_max = jnp.maximum(row_max, logits.max(axis=-1))
+        new_max = jnp.maximum(row_max, logits_BKGts.max(axis=-1))
         # Rows with nothing visible yet keep max = -inf; shift them by 0 so exp() gives 0, not NaN.
         shift = jnp.where(jnp.isneginf(new_max), 0.0, new_max)
-        p = jnp.exp(logits - shift[..., None])
+        p_BKGts = jnp.exp(logits_BKGts - shift[..., None])
         rescale = jnp.exp(row_max - shift)
-        row_sum = row_sum * rescale + p.sum(axis=-1)
-        acc = acc * rescale[..., None] + jnp.einsum(
+        row_sum = row_sum * rescale + p_BKGts.sum(axis=-1)
+        acc_BKGtH = acc_BKGtH * rescale[..., None] + jnp.einsum(
             "bkgts,bksh->bkgth",
-            p.astype(v.dtype),
-            _block(v, j, block_kv, 2),
-            preferred_element_type=jnp.float32,
+            p_BKGts.astype(v_BKSH.dtype),
+            _block(v_BKSH, j, block_kv, 2),
+            preferred_element_type=acc,
         )
         # Writing every step is cheap (O(block_q * H)); the group's last write is the final one.
         seen = row_sum > 0
-        out = _put(out, acc / jnp.where(seen, row_sum, 1.0)[..., None], i, block_q, 3)
-        lse = _put(lse, jnp.where(seen, shift + jnp.log(row_sum), jnp.inf), i, block_q, 3)
-        return (new_max, row_sum, acc, out, lse), None
+        out_BKGTH = _put(
+            out_BKGTH, acc_BKGtH / jnp.where(seen, row_sum, 1.0)[..., None], i, block_q, 3
+        )
+        lse_BKGT = _put(lse_BKGT, jnp.where(seen, shift + jnp.log(row_sum), jnp.inf), i, block_q, 3)
+        return (new_max, row_sum, acc_BKGtH, out_BKGTH, lse_BKGT), None
 
+    row_shape = (B, K, G, block_q)
     init = (
-        jnp.full(row_shape, -jnp.inf, jnp.float32),
-        jnp.zeros(row_shape, jnp.float32),
-        jnp.zeros((*row_shape, Hv), jnp.float32),
-        jnp.zeros((B, K, G, Tp, Hv), jnp.float32),
+        jnp.full(row_shape, -jnp.inf, acc),
+        jnp.zeros(row_shape, acc),
+        jnp.zeros((*row_shape, Hv), acc),
+        jnp.zeros((B, K, G, Tp, Hv), acc),
         # +inf log-sum-exp makes the backward pass see zero probability in empty rows.
-        jnp.full((B, K, G, Tp), jnp.inf, jnp.float32),
+        jnp.full((B, K, G, Tp), jnp.inf, acc),
     )
-    init = _varying_like(init, q, k, v, bias, spec)
-    (_, _, _, out, lse), _ = lax.scan(step, init, (i, j, first))
-    return out, lse
+    init = _varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec)
+    (*_, out_BKGTH, lse_BKGT), _ = lax.scan(step, init, pairs)
+    return out_BKGTH, lse_BKGT
 
 
-def _backward(q, k, v, bias, spec, block_q, block_kv, out, lse, d_out):
+def _backward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv, out_BKGTH, lse_BKGT, d_out):
     """Gradients for q, k, v, bias from the saved output and log-sum-exp, block by block."""
-    B, K, G, Tp, H = q.shape
-    Sp, Hv = k.shape[2], v.shape[-1]
-    d_out = d_out.astype(jnp.float32)
-    delta = jnp.sum(d_out * out, axis=-1)  # [B, K, G, Tp]: rowsum(dO * O) = rowsum(P * dP)
-    i, j, first = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, True)
+    B, K, G, Tp, H = q_BKGTH.shape
+    Sp, Hv = k_BKSH.shape[2], v_BKSH.shape[-1]
+    dtype = q_BKGTH.dtype
+    acc = contract.accumulation_dtype(dtype)
+    # rowsum(dO * O) = rowsum(P * dP): the softmax-backward correction, one number per row.
+    delta_BKGT = jnp.sum(d_out.astype(acc) * out_BKGTH, axis=-1)
+    d_out = d_out.astype(dtype)
+    pairs = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, True)
+
+    def matmul(spec_str, a, b):
+        # Operands in the input dtype (bf16 matmuls on accelerators), accumulation in float32+.
+        return jnp.einsum(spec_str, a.astype(dtype), b, preferred_element_type=acc)
 
     def step(carry, pair):
-        dk_j, dv_j, dq, dk, dv, dbias = carry
-        i, j, first = pair
-        dk_j = jnp.where(first, 0.0, dk_j)
-        dv_j = jnp.where(first, 0.0, dv_j)
-        q_i = _block(q, i, block_q, 3)
-        k_j = _block(k, j, block_kv, 2)
-        do_i = _block(d_out, i, block_q, 3)
-        logits, ok = _logits(q_i, k_j, bias, spec, i, j, block_q, block_kv)
-        p = jnp.exp(logits - _block(lse, i, block_q, 3)[..., None])
-        if ok is not None:
-            p = jnp.where(ok, p, 0.0)
-        dv_j = dv_j + jnp.einsum("bkgts,bkgth->bksh", p, do_i)
-        dp = jnp.einsum(
-            "bkgth,bksh->bkgts", do_i, _block(v, j, block_kv, 2), preferred_element_type=jnp.float32
-        )
-        ds = p * (dp - _block(delta, i, block_q, 3)[..., None])
-        dk_j = dk_j + jnp.einsum("bkgts,bkgth->bksh", ds, q_i, preferred_element_type=jnp.float32)
-        dq_i = jnp.einsum("bkgts,bksh->bkgth", ds, k_j, preferred_element_type=jnp.float32)
-        dq = _put(dq, _block(dq, i, block_q, 3) + dq_i, i, block_q, 3)
-        dk = _put(dk, dk_j, j, block_kv, 2)
-        dv = _put(dv, dv_j, j, block_kv, 2)
+        dk_BKsH, dv_BKsH, dq_BKGTH, dk_BKSH, dv_BKSH, dbias = carry
+        i, j, starts_group = pair
+        dk_BKsH = jnp.where(starts_group, 0.0, dk_BKsH)
+        dv_BKsH = jnp.where(starts_group, 0.0, dv_BKsH)
+        q_BKGtH = _block(q_BKGTH, i, block_q, 3)
+        k_BKsH = _block(k_BKSH, j, block_kv, 2)
+        do_BKGtH = _block(d_out, i, block_q, 3)
+        logits_BKGts, _ = _masked_logits(q_BKGtH, k_BKsH, bias, spec, i, j, block_q, block_kv)
+        # Hidden pairs are -inf here, so exp() is 0 there (and stays finite under grad-of-grad).
+        p_BKGts = jnp.exp(logits_BKGts - _block(lse_BKGT, i, block_q, 3)[..., None])
+        dv_BKsH = dv_BKsH + matmul("bkgts,bkgth->bksh", p_BKGts, do_BKGtH)
+        dp_BKGts = matmul("bkgth,bksh->bkgts", do_BKGtH, _block(v_BKSH, j, block_kv, 2))
+        ds_BKGts = p_BKGts * (dp_BKGts - _block(delta_BKGT, i, block_q, 3)[..., None])
+        dk_BKsH = dk_BKsH + matmul("bkgts,bkgth->bksh", ds_BKGts, q_BKGtH)
+        dq_BKGtH = matmul("bkgts,bksh->bkgth", ds_BKGts, k_BKsH)
+        dq_BKGTH = _put(dq_BKGTH, _block(dq_BKGTH, i, block_q, 3) + dq_BKGtH, i, block_q, 3)
+        dk_BKSH = _put(dk_BKSH, dk_BKsH, j, block_kv, 2)
+        dv_BKSH = _put(dv_BKSH, dv_BKsH, j, block_kv, 2)
         if dbias is not None:
-            broadcast_axes = tuple(a for a in range(3) if bias.shape[a] == 1)
-            ds_bias = ds.sum(axis=broadcast_axes, keepdims=True)
-            dbias = lax.dynamic_update_slice(dbias, ds_bias, (0, 0, 0, i * block_q, j * block_kv))
-        return (dk_j, dv_j, dq, dk, dv, dbias), None
+            dbias = masks.add_to_block(dbias, ds_BKGts, i * block_q, j * block_kv)
+        return (dk_BKsH, dv_BKsH, dq_BKGTH, dk_BKSH, dv_BKSH, dbias), None
 
     init = (
-        jnp.zeros((B, K, block_kv, H), jnp.float32),
-        jnp.zeros((B, K, block_kv, Hv), jnp.float32),
-        jnp.zeros(q.shape, jnp.float32),
-        jnp.zeros(k.shape, jnp.float32),
-        jnp.zeros(v.shape, jnp.float32),
-        None if bias is None else jnp.zeros(bias.shape, jnp.float32),
+        jnp.zeros((B, K, block_kv, H), acc),
+        jnp.zeros((B, K, block_kv, Hv), acc),
+        jnp.zeros(q_BKGTH.shape, acc),
+        jnp.zeros(k_BKSH.shape, acc),
+        jnp.zeros(v_BKSH.shape, acc),
+        None if bias is None else jnp.zeros(bias.shape, acc),
     )
-    init = _varying_like(init, q, k, v, bias, spec, d_out)
-    (_, _, dq, dk, dv, dbias), _ = lax.scan(step, init, (i, j, first))
+    init = _varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec, d_out)
+    (_, _, dq, dk, dv, dbias), _ = lax.scan(step, init, pairs)
     return (
-        dq.astype(q.dtype),
-        dk.astype(k.dtype),
-        dv.astype(v.dtype),
+        dq.astype(dtype),
+        dk.astype(k_BKSH.dtype),
+        dv.astype(v_BKSH.dtype),
         None if bias is None else dbias.astype(bias.dtype),
     )
 
@@ -190,7 +213,8 @@ _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
 
 
 def _pad_axis(x, axis, size, value):
-    if x is None or x.shape[axis] == size:
+    """Pads a full-length axis up to `size`; absent arrays and broadcast (size-1) axes stay."""
+    if x is None or x.shape[axis] in (1, size):
         return x
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, size - x.shape[axis])
@@ -198,8 +222,12 @@ def _pad_axis(x, axis, size, value):
 
 
 def _check_block(name, value):
-    if not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"flash: {name} must be a positive int; got {value!r}.")
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value <= 0
+    ):
+        raise ValueError(f"flash: {name} must be a positive int (static); got {value!r}.")
     return int(value)
 
 
@@ -225,11 +253,12 @@ def flash(
     Args:
       query: [B, T, N, H].
       key: [B, S, K, H] with N % K == 0.
-      value: [B, S, K, H].
-      bias: optional float, broadcastable to [B, N, T, S] (it is O(T * S) by nature).
+      value: [B, S, K, Hv]; Hv may differ from H.
+      bias: optional float, broadcastable to [B, N, T, S].
       mask: optional bool, broadcastable to [B, N, T, S]; True = may attend.
-      scale: logit scale; default 1/sqrt(H).
-      is_causal: key j is visible to query i only if j <= i; hidden blocks are skipped.
+      scale: logit scale (a scalar, may be traced); default 1/sqrt(H).
+      is_causal: key j is visible to query i only if j <= i (top-left aligned, as in
+        jax.nn.dot_product_attention); hidden blocks are skipped.
       query_seq_lengths: optional int [B]; query rows past the length output zeros.
       key_value_seq_lengths: optional int [B]; keys past the length are hidden.
       local_window_size: int w or (left, right); blocks outside the band are skipped.
@@ -239,7 +268,7 @@ def flash(
       block_kv: keys per block (clipped to S); S need not be a multiple.
 
     Returns:
-      [B, T, N, H] in the query dtype.
+      [B, T, N, Hv] in the query dtype.
     """
     dims = contract.check_qkv("flash", query, key, value)
     block_q = min(_check_block("block_q", block_q), dims.q_len)
@@ -255,16 +284,14 @@ def flash(
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
     )
+    scale = contract.check_scale("flash", scale, dims.head_dim)
     if bias is not None:
         bias = contract.split_heads_4d("flash", "bias", bias, dims, "float")
     Tp = math.ceil(dims.q_len / block_q) * block_q
     Sp = math.ceil(dims.kv_len / block_kv) * block_kv
-    spec = masks.MaskSpec(
-        is_causal=spec.is_causal,
-        window=spec.window,
+    spec = dataclasses.replace(
+        spec,
         kv_valid=dims.kv_len if Sp != dims.kv_len else None,
-        q_lengths=spec.q_lengths,
-        kv_lengths=spec.kv_lengths,
         # Distinct pad ids so padded queries and keys never share a segment.
         q_segments=_pad_axis(spec.q_segments, 1, Tp, -1),
         kv_segments=_pad_axis(spec.kv_segments, 1, Sp, -2),
@@ -274,6 +301,5 @@ def flash(
     q = _pad_axis(contract.heads_major_query(query, dims.num_kv_heads), 3, Tp, 0)
     k = _pad_axis(contract.heads_major_kv(key), 2, Sp, 0)
     v = _pad_axis(contract.heads_major_kv(value), 2, Sp, 0)
-    q = q * jnp.asarray(contract.default_scale(scale, dims.head_dim), q.dtype)
-    out = _flash_core(q, k, v, bias, spec, block_q, block_kv)
+    out = _flash_core(q * jnp.asarray(scale, q.dtype), k, v, bias, spec, block_q, block_kv)
     return contract.seq_major_output(out[:, :, :, : dims.q_len]).astype(query.dtype)

@@ -19,6 +19,8 @@ def flax_attention_fn(kind: str, **params) -> Callable:
                                      attention_fn=ops.flax_attention_fn('flash', block_q=128))
     """
     op = registry.get(kind)
+    # Flax always passes its own is_causal; a causal kind bound here is OR-ed with it.
+    bound_causal = params.pop("is_causal", False)
 
     def attention_fn(
         query,
@@ -35,12 +37,16 @@ def flax_attention_fn(kind: str, **params) -> Callable:
         dtype=None,
         precision=None,
         module=None,
-        **unused_flax_kwargs,
     ):
         if dropout_rate > 0.0 and not deterministic:
             raise ValueError(
                 f"flax_attention_fn({kind!r}): attention dropout (dropout_rate={dropout_rate}) "
                 "is not supported; set dropout_rate=0.0 on the MultiHeadAttention module."
+            )
+        if precision is not None:
+            raise ValueError(
+                f"flax_attention_fn({kind!r}): matmul precision={precision!r} is not supported; "
+                "leave precision unset on the module."
             )
         if module is not None:
             raise ValueError(
@@ -52,6 +58,6 @@ def flax_attention_fn(kind: str, **params) -> Callable:
             mask = mask.astype(bool)
         if dtype is not None:
             query, key, value = (x.astype(dtype) for x in (query, key, value))
-        return op(query, key, value, bias, mask, is_causal=is_causal, **params)
+        return op(query, key, value, bias, mask, is_causal=is_causal or bound_causal, **params)
 
     return attention_fn

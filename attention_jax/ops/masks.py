@@ -65,6 +65,11 @@ def build_spec(
     q_segments, kv_segments = contract.check_segment_ids(
         kind, query_segment_ids, key_value_segment_ids, dims
     )
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise ValueError(
+            f"{kind}: is_causal must be a Python bool (static); got {is_causal!r}. A traced flag "
+            "cannot choose which blocks to compute."
+        )
     return MaskSpec(
         is_causal=bool(is_causal),
         window=contract.check_window(kind, local_window_size),
@@ -113,9 +118,31 @@ def allowed(spec: MaskSpec, q_start, q_size: int, kv_start, kv_size: int) -> jax
         kv_seg = lax.dynamic_slice_in_dim(spec.kv_segments, kv_start, kv_size, axis=1)
         ok = _and(ok, (q_seg[:, :, None] == kv_seg[:, None, :])[:, None, None])
     if spec.dense is not None:
-        block = lax.dynamic_slice_in_dim(spec.dense, q_start, q_size, axis=3)
-        ok = _and(ok, lax.dynamic_slice_in_dim(block, kv_start, kv_size, axis=4))
+        ok = _and(ok, block_of(spec.dense, q_start, q_size, kv_start, kv_size))
     return ok
+
+
+def block_of(x, q_start, q_size: int, kv_start, kv_size: int) -> jax.Array:
+    """The [.., q_size, kv_size] block of a [.., T|1, S|1] array; size-1 axes stay broadcast."""
+    if x.shape[3] != 1:
+        x = lax.dynamic_slice_in_dim(x, q_start, q_size, axis=3)
+    if x.shape[4] != 1:
+        x = lax.dynamic_slice_in_dim(x, kv_start, kv_size, axis=4)
+    return x
+
+
+def add_to_block(total, block, q_start, kv_start) -> jax.Array:
+    """Adds a [B, K, G, q, kv] block into `total` [B|1, K|1, G|1, T|1, S|1], summing broadcasts."""
+    summed = block.sum(axis=tuple(a for a in range(5) if total.shape[a] == 1), keepdims=True)
+    starts = (
+        0,
+        0,
+        0,
+        q_start if total.shape[3] != 1 else 0,
+        kv_start if total.shape[4] != 1 else 0,
+    )
+    current = lax.dynamic_slice(total, starts, summed.shape)
+    return lax.dynamic_update_slice(total, current + summed, starts)
 
 
 def active_blocks(

@@ -49,3 +49,8 @@ def test_flash_counts_every_block_and_skips_hidden_ones():
     assert full == pytest.approx(count_flops(ops.dense, q, q, q), rel=0.05)
     # 8 x 8 blocks, causal keeps the 36 on or below the diagonal.
     assert causal == pytest.approx(full * 36 / 64, rel=0.05)
+
+
+def test_unknown_primitive_is_refused_not_counted_as_free():
+    with pytest.raises(ValueError, match="no FLOP rule"):
+        count_flops(lambda x: jnp.fft.fft(x), jnp.ones(8, jnp.complex64))

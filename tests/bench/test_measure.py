@@ -22,7 +22,7 @@ def test_flash_memory_grows_linearly_dense_quadratically():
     ns = [512, 1024, 2048]
     rows = {
         kind: [
-            bench.measure(kind, ops.get(kind), shape, n, repeats=1, memory_budget_bytes=0)
+            bench.measure_cost(kind, ops.get(kind), shape, n, repeats=1, memory_budget_bytes=0)
             for n in ns
         ]
         for kind in ("dense", "flash")
@@ -69,3 +69,19 @@ def test_torch_peer_without_torch_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     with pytest.raises(ValueError, match=r"\[torch\]"):
         torch_peer.measure_torch(bench.Shape(), 16)
+
+
+def test_bad_baseline_and_mask_params_are_refused_early(tmp_path):
+    shape = bench.Shape()
+    with pytest.raises(ValueError, match="jax_nn"):
+        compare.run_comparison(
+            str(tmp_path), kinds=["flash"], seq_lens=[8], shape=shape, baseline="jax_nn"
+        )
+    with pytest.raises(ValueError, match="is_causal"):
+        compare.run_comparison(
+            str(tmp_path),
+            kinds=["flash"],
+            seq_lens=[8],
+            shape=shape,
+            kind_params={"flash": {"is_causal": True}},
+        )

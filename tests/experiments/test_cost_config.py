@@ -13,7 +13,7 @@ def test_options_select_sizes_and_modes():
 
 
 def test_window_and_torch_options():
-    assert cost.get_config("window").local_window_size == (512, 0)
+    assert cost.get_config("window").local_window_size == (511, 0)
     assert "torch.sdpa" in cost.get_config("torch").kinds
 
 

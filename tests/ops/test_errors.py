@@ -102,6 +102,16 @@ BAD_INPUTS = [
     ("window_negative", dict(local_window_size=-1), r"local_window_size"),
     ("window_negative_right", dict(local_window_size=(2, -1)), r"local_window_size"),
     ("window_tuple_of_3", dict(local_window_size=(1, 2, 3)), r"local_window_size"),
+    ("window_bool", dict(local_window_size=True), r"local_window_size"),
+    ("is_causal_string", dict(is_causal="false"), r"is_causal"),
+    ("scale_vector", dict(scale=jnp.array([0.1, 1.0])), r"scale"),
+    ("scale_string", dict(scale="0.5"), r"scale"),
+    (
+        "empty_kv",
+        dict(key=_zeros((B, 0, K, H)), value=_zeros((B, 0, K, H))),
+        r"kv_len",
+    ),
+    ("empty_query", dict(query=_zeros((B, 0, N, H))), r"q_len"),
 ]
 
 
@@ -120,6 +130,7 @@ def test_bad_input_raises(kind, overrides, match):
     [
         pytest.param(dict(block_q=0), id="block_q_0"),
         pytest.param(dict(block_kv=-8), id="block_kv_negative"),
+        pytest.param(dict(block_q=True), id="block_q_bool"),
     ],
 )
 def test_flash_bad_block_sizes(block):

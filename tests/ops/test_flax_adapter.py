@@ -65,3 +65,17 @@ def test_attention_dropout_is_refused():
 def test_unknown_kind_lists_choices():
     with pytest.raises(ValueError, match="dense"):
         ops.flax_attention_fn("nope")
+
+
+def test_kind_bound_causal_combines_with_flax_is_causal():
+    x = jax.random.normal(jax.random.key(3), (1, 12, 32))
+    causal = _layer(ops.flax_attention_fn("flash", is_causal=True, block_q=4, block_kv=4))
+    reference = _layer(nnx.dot_product_attention)
+    mask = nnx.make_causal_mask(jnp.ones((1, 12)))
+    np.testing.assert_allclose(causal(x), reference(x, mask=mask), atol=2e-5, rtol=2e-5)
+
+
+def test_matmul_precision_is_refused():
+    layer = _layer(ops.flax_attention_fn("dense"), precision="highest")
+    with pytest.raises(ValueError, match="precision"):
+        layer(jnp.ones((1, 8, 32)))
