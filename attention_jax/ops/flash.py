@@ -27,7 +27,7 @@ from jax import lax
 
 from attention_jax.ops import contract, masks
 
-DEFAULT_BLOCK_Q = 256
+DEFAULT_BLOCK_Q = 512
 DEFAULT_BLOCK_KV = 512
 
 
