@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,7 @@ def run_comparison(
     cases = [(kind, n) for n in seq_lens for kind in kinds]
     for kind, n in (bar := tqdm(cases, desc="cost", unit="case")):
         bar.set_postfix(kind=kind, n=n)
+        gc.collect()  # free the previous case's (possibly many-GiB) buffers before timing
         rows.append(
             _measure(
                 kind,
