@@ -103,10 +103,7 @@ def run_comparison(
     report.write_csv(rows, os.path.join(workdir, "costs.csv"))
     with open(os.path.join(workdir, "costs.md"), "w") as f:
         f.write(table)
-    title = (
-        f"B={shape.batch} N={shape.num_heads} K={shape.num_kv_heads} H={shape.head_dim} "
-        f"{shape.dtype} {shape.mask_kwargs()} on {jax.devices()[0].device_kind}"
-    )
+    title = f"{shape.describe()} on {jax.devices()[0].device_kind}"
     report.plot(rows, os.path.join(workdir, "costs.png"), title)
     with open(os.path.join(workdir, "shape.json"), "w") as f:
         json.dump({**dataclasses.asdict(shape), "roofline_gflops_per_s": roofline}, f, indent=2)

@@ -32,6 +32,16 @@ class Shape:
     is_causal: bool = False
     local_window_size: tuple[int, int] | None = None
 
+    def describe(self) -> str:
+        """A one-line summary for plot titles and logs."""
+        mask = "causal" if self.is_causal else "bidirectional"
+        if self.local_window_size is not None:
+            mask += f", window {tuple(self.local_window_size)}"
+        return (
+            f"B={self.batch} N={self.num_heads} K={self.num_kv_heads} H={self.head_dim} "
+            f"{self.dtype} {mask}"
+        )
+
     def mask_kwargs(self) -> dict:
         """The structured-mask arguments of the op contract for this problem."""
         kwargs = {"is_causal": self.is_causal}
