@@ -37,6 +37,19 @@ def write_csv(rows: Sequence[Cost], path: str) -> None:
             writer.writerow({**dataclasses.asdict(r), "fwd_gflops_per_s": r.fwd_gflops_per_s})
 
 
+def read_csv(path: str) -> list[Cost]:
+    """Rows written by `write_csv`, back as Cost records (for re-plotting or notebooks)."""
+
+    def parse(name, text):
+        if name in ("kind", "note"):
+            return text
+        return int(text) if name == "n" else float(text)
+
+    names = [f.name for f in dataclasses.fields(Cost)]
+    with open(path, newline="") as f:
+        return [Cost(**{k: parse(k, line[k]) for k in names}) for line in csv.DictReader(f)]
+
+
 def _fmt(x: float, digits: int = 1) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 

@@ -48,6 +48,7 @@ def test_run_comparison_writes_tables_and_plot(tmp_path):
     assert all(r.fwd_s > 0 and r.fwd_bwd_s > 0 for r in rows)
     with open(tmp_path / "costs.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
+    assert report.read_csv(str(tmp_path / "costs.csv")) == rows
     assert "| flash | 128 |" in table and "Fitted exponent" in table
     assert (tmp_path / "costs.png").stat().st_size > 0
 
