@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -221,13 +220,13 @@ def _pad_axis(x, axis, size, value):
     return jnp.pad(x, widths, constant_values=value)
 
 
-def _check_block(name, value):
+def _check_block(kind, name, value):
     if (
         isinstance(value, (bool, np.bool_))
         or not isinstance(value, (int, np.integer))
         or value <= 0
     ):
-        raise ValueError(f"flash: {name} must be a positive int (static); got {value!r}.")
+        raise ValueError(f"{kind}: {name} must be a positive int (static); got {value!r}.")
     return int(value)
 
 
@@ -270,11 +269,62 @@ def flash(
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
-    dims = contract.check_qkv("flash", query, key, value)
-    block_q = min(_check_block("block_q", block_q), dims.q_len)
-    block_kv = min(_check_block("block_kv", block_kv), dims.kv_len)
-    spec = masks.build_spec(
+    return blocked_attention(
         "flash",
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+        block_q=block_q,
+        block_kv=block_kv,
+    )
+
+
+def blocked_attention(
+    kind: str,
+    query,
+    key,
+    value,
+    bias,
+    mask,
+    *,
+    scale,
+    is_causal,
+    query_seq_lengths,
+    key_value_seq_lengths,
+    local_window_size,
+    query_segment_ids,
+    key_value_segment_ids,
+    block_q: int,
+    block_kv: int,
+    layout: np.ndarray | None = None,
+) -> jax.Array:
+    """The engine behind flash and the block-sparse kinds: exact attention over active blocks.
+
+    `layout` (static bool [ceil(T / block_q), ceil(S / block_kv)]) hides whole blocks on top of
+    the causal/window structure; only the blocks left are computed.
+    """
+    dims = contract.check_qkv(kind, query, key, value)
+    block_q = _check_block(kind, "block_q", block_q)
+    block_kv = _check_block(kind, "block_kv", block_kv)
+    num_q_blocks, num_kv_blocks = -(-dims.q_len // block_q), -(-dims.kv_len // block_kv)
+    if layout is not None and np.shape(layout) != (num_q_blocks, num_kv_blocks):
+        raise ValueError(
+            f"{kind}: layout must have shape [ceil(q_len / block_q), ceil(kv_len / block_kv)] = "
+            f"[{num_q_blocks}, {num_kv_blocks}]; got {np.shape(layout)}."
+        )
+    # A sequence shorter than a block is one block of its own length.
+    block_q, block_kv = min(block_q, dims.q_len), min(block_kv, dims.kv_len)
+    spec = masks.build_spec(
+        kind,
         dims,
         mask=mask,
         is_causal=is_causal,
@@ -284,14 +334,14 @@ def flash(
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
     )
-    scale = contract.check_scale("flash", scale, dims.head_dim)
+    scale = contract.check_scale(kind, scale, dims.head_dim)
     if bias is not None:
-        bias = contract.split_heads_4d("flash", "bias", bias, dims, "float")
-    Tp = math.ceil(dims.q_len / block_q) * block_q
-    Sp = math.ceil(dims.kv_len / block_kv) * block_kv
+        bias = contract.split_heads_4d(kind, "bias", bias, dims, "float")
+    Tp, Sp = num_q_blocks * block_q, num_kv_blocks * block_kv
     spec = dataclasses.replace(
         spec,
         kv_valid=dims.kv_len if Sp != dims.kv_len else None,
+        layout=None if layout is None else masks.BlockLayout.from_array(layout),
         # Distinct pad ids so padded queries and keys never share a segment.
         q_segments=_pad_axis(spec.q_segments, 1, Tp, -1),
         kv_segments=_pad_axis(spec.kv_segments, 1, Sp, -2),
