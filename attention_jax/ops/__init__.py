@@ -6,16 +6,18 @@ out = ops.attention(q, k, v, kind='flash', is_causal=True)
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
-from attention_jax.ops.masks import MaskSpec
-from attention_jax.ops.registry import attention, get, names, register
+from attention_jax.ops.registry import attention, get, names, pattern_mask, register
+from attention_jax.ops.sparse import block_sparse, local
 
 __all__ = [
-    "MaskSpec",
     "attention",
+    "block_sparse",
     "dense",
     "flash",
     "flax_attention_fn",
     "get",
+    "local",
     "names",
+    "pattern_mask",
     "register",
 ]

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
+from attention_jax.ops import sparse
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
 
 _KINDS: dict[str, Callable] = {}
+_PATTERNS: dict[str, Callable] = {}
 
 
-def register(name: str, op: Callable) -> Callable:
-    """Adds an op under `name`; the op must follow the contract of `dense`."""
+def register(name: str, op: Callable, pattern: Callable) -> Callable:
+    """Adds an op under `name` with its pattern function (q_len, kv_len, **params) -> bool [T, S].
+
+    The op must follow the contract of `dense`.
+    """
     if name in _KINDS and _KINDS[name] is not op:
         raise ValueError(f"attention kind {name!r} is already registered to {_KINDS[name]}.")
     _KINDS[name] = op
+    _PATTERNS[name] = pattern
     return op
 
 
@@ -38,5 +46,18 @@ def attention(query, key, value, bias=None, mask=None, *, kind: str = "dense", *
     return get(kind)(query, key, value, bias, mask, **kwargs)
 
 
-register("dense", dense)
-register("flash", flash)
+def pattern_mask(kind: str, q_len: int, kv_len: int, **params) -> np.ndarray:
+    """Bool [q_len, kv_len]: the (query, key) pairs `kind` lets through with these params.
+
+    Causal, length and segment masks come on top of it. For every kind,
+    `get(kind)(q, k, v, **params)` equals `dense(q, k, v, mask=pattern[None, None])` with
+    `pattern = pattern_mask(kind, T, S, **params)`.
+    """
+    get(kind)
+    return _PATTERNS[kind](q_len, kv_len, **params)
+
+
+register("dense", dense, sparse.full_pattern)
+register("flash", flash, sparse.full_pattern)
+register("local", sparse.local, sparse.local_pattern)
+register("block_sparse", sparse.block_sparse, sparse.block_sparse_pattern)

@@ -1,0 +1,168 @@
+"""Sparse attention that computes only the blocks of its pattern: `local` and `block_sparse`.
+
+Both run on flash's blocked engine (`flash.blocked_attention`), which walks a static list of
+active (query block, key block) pairs: cost is proportional to the number of active blocks, and
+inside them the online softmax is exact. A dense score matrix with a mask is only the reference
+(`ops.pattern_mask` gives that mask, for tests and plots).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from attention_jax.ops import contract
+from attention_jax.ops.flash import blocked_attention
+
+DEFAULT_LOCAL_BLOCK = 128
+DEFAULT_SPARSE_BLOCK = 64
+
+
+def local(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    local_window_size: int | tuple[int, int] | None = None,
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    query_segment_ids: jax.Array | None = None,
+    key_value_segment_ids: jax.Array | None = None,
+    block_q: int = DEFAULT_LOCAL_BLOCK,
+    block_kv: int = DEFAULT_LOCAL_BLOCK,
+) -> jax.Array:
+    """Sliding-window attention computed over the key blocks that meet the band, O(T * window).
+
+    Args:
+      query: [B, T, N, H].
+      key: [B, S, K, H] with N % K == 0.
+      value: [B, S, K, Hv].
+      bias: optional float, broadcastable to [B, N, T, S].
+      mask: optional bool, broadcastable to [B, N, T, S].
+      local_window_size: required; int w or (left, right): query i sees keys i - left .. i + right
+        (as in jax.nn.dot_product_attention). With is_causal, (left, 0) is the usual causal window.
+      scale, is_causal, query_seq_lengths, key_value_seq_lengths, query_segment_ids,
+        key_value_segment_ids: as in `flash`.
+      block_q: queries per block; smaller blocks hug the band tighter.
+      block_kv: keys per block.
+
+    Returns:
+      [B, T, N, Hv] in the query dtype.
+    """
+    if local_window_size is None:
+        raise ValueError(
+            "local: local_window_size is required, e.g. local_window_size=(256, 0) for a causal "
+            "window of 257 keys; use kind 'flash' for full attention."
+        )
+    return blocked_attention(
+        "local",
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+        block_q=block_q,
+        block_kv=block_kv,
+    )
+
+
+def static_layout(kind: str, layout) -> np.ndarray:
+    """A concrete 2-D bool block layout; traced or malformed layouts raise ValueError."""
+    if layout is None:
+        raise ValueError(f"{kind}: layout, a bool [q_blocks, kv_blocks] array, is required.")
+    if isinstance(layout, jax.core.Tracer):
+        raise ValueError(
+            f"{kind}: layout must be concrete (a NumPy array or nested lists), not traced: it "
+            "decides which blocks are computed at trace time."
+        )
+    layout = np.asarray(layout)
+    if layout.ndim != 2 or layout.dtype != np.bool_:
+        raise ValueError(
+            f"{kind}: layout must be a 2-D bool [q_blocks, kv_blocks] array; got shape "
+            f"{layout.shape} and dtype {layout.dtype}."
+        )
+    return layout
+
+
+def block_sparse(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    layout=None,
+    block_size: int = DEFAULT_SPARSE_BLOCK,
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    query_segment_ids: jax.Array | None = None,
+    key_value_segment_ids: jax.Array | None = None,
+) -> jax.Array:
+    """Attention over the blocks a static layout lists; cost is proportional to active blocks.
+
+    Args:
+      query: [B, T, N, H].
+      key: [B, S, K, H] with N % K == 0.
+      value: [B, S, K, Hv].
+      bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, local_window_size,
+        query_segment_ids, key_value_segment_ids: as in `flash`, applied within the layout.
+      layout: bool [ceil(T / block_size), ceil(S / block_size)]; True = the block is computed.
+        Concrete (NumPy or lists), shared by every batch element and head.
+      block_size: tokens per block side; T and S need not be multiples (padding is internal).
+
+    Returns:
+      [B, T, N, Hv] in the query dtype.
+    """
+    return blocked_attention(
+        "block_sparse",
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+        block_q=block_size,
+        block_kv=block_size,
+        layout=static_layout("block_sparse", layout),
+    )
+
+
+def full_pattern(q_len: int, kv_len: int, **unused_block_sizes) -> np.ndarray:
+    """Exact kinds let every pair through; their block sizes change nothing."""
+    return np.ones((q_len, kv_len), bool)
+
+
+def local_pattern(q_len: int, kv_len: int, *, local_window_size=None, **unused_block_sizes):
+    """The band i - left <= j <= i + right."""
+    if local_window_size is None:
+        raise ValueError("pattern_mask('local'): local_window_size is required.")
+    left, right = contract.check_window("local", local_window_size)
+    offset = np.arange(kv_len)[None, :] - np.arange(q_len)[:, None]
+    return (offset >= -left) & (offset <= right)
+
+
+def block_sparse_pattern(q_len: int, kv_len: int, *, layout=None, block_size=DEFAULT_SPARSE_BLOCK):
+    """Every token pair inside a block the layout lists."""
+    layout = static_layout("block_sparse", layout)
+    block = np.ones((block_size, block_size), bool)
+    return np.kron(layout, block)[:q_len, :kv_len].astype(bool)
