@@ -7,7 +7,8 @@ The argument after the colon is a comma-separated list of options:
   full    n = 1024..32768, 3 repeats: the README numbers; cases over the memory budget are
           reported with their compiled size, not run.
   causal  causal attention (flash skips the hidden blocks).
-  window  sliding window of 512 keys: the query and the 511 before it (flash skips the rest).
+  window  sliding window of 512 keys: the query and the 511 before it (flash and local skip the
+          rest); window=W sets W keys. Adds the `local` kind.
   bf16    bfloat16 inputs.
   fwd     forward only.
   torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
@@ -18,9 +19,16 @@ import ml_collections
 _OPTIONS = ("small", "full", "causal", "window", "bf16", "fwd", "torch")
 
 
-def parse_arg(arg: str) -> set[str]:
-    """Splits 'full,causal' into options, rejecting unknown ones."""
-    options = {a.strip() for a in arg.split(",") if a.strip()}
+def parse_arg(arg: str) -> tuple[set[str], int]:
+    """Splits 'full,causal,window=256' into options and a window size, rejecting unknown ones."""
+    options, window = set(), 512
+    for token in (a.strip() for a in arg.split(",") if a.strip()):
+        name, _, value = token.partition("=")
+        if name == "window" and value:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"window={value!r}: give a positive number of keys.")
+            window = int(value)
+        options.add(name)
     unknown = options - set(_OPTIONS)
     if unknown:
         raise ValueError(f"unknown cost config option(s) {sorted(unknown)}; use {_OPTIONS}.")
@@ -28,14 +36,16 @@ def parse_arg(arg: str) -> set[str]:
         raise ValueError("choose one of 'small' and 'full'.")
     if {"window", "torch"} <= options:
         raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
-    return options
+    return options, window
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
-    options = parse_arg(arg)
+    options, window = parse_arg(arg)
     full = "full" in options
     config = ml_collections.ConfigDict()
-    config.kinds = ("jax.nn", "dense", "flash") + (("torch.sdpa",) if "torch" in options else ())
+    config.kinds = ("jax.nn", "dense", "flash")
+    config.kinds += ("torch.sdpa",) if "torch" in options else ()
+    config.kinds += ("local",) if "window" in options else ()
     config.baseline = "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
     config.batch = 1
@@ -44,11 +54,11 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.head_dim = 64
     config.dtype = "bfloat16" if "bf16" in options else "float32"
     config.is_causal = "causal" in options
-    config.local_window_size = (511, 0) if "window" in options else ()
+    config.local_window_size = (window - 1, 0) if "window" in options else ()
     config.backward = "fwd" not in options
     config.warmup = 1
     config.repeats = 3 if full else 5
     # Cases whose compiled buffers exceed this are reported with their size and not run.
-    config.memory_budget_gb = 16.0
+    config.memory_budget_gb = 20.0
     config.kind_params = ml_collections.ConfigDict({"flash": {"block_q": 512, "block_kv": 512}})
     return config

@@ -14,10 +14,12 @@ def test_options_select_sizes_and_modes():
 
 def test_window_and_torch_options():
     assert cost.get_config("window").local_window_size == (511, 0)
+    assert cost.get_config("window=256").local_window_size == (255, 0)
+    assert "local" in cost.get_config("window").kinds
     assert "torch.sdpa" in cost.get_config("torch").kinds
 
 
-@pytest.mark.parametrize("arg", ["huge", "small,full", "window,torch"])
+@pytest.mark.parametrize("arg", ["huge", "small,full", "window,torch", "window=0", "window=x"])
 def test_bad_options_are_refused(arg):
     with pytest.raises(ValueError):
         cost.get_config(arg)
