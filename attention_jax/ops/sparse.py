@@ -147,13 +147,15 @@ def block_sparse(
     )
 
 
-def full_pattern(q_len: int, kv_len: int, **unused_block_sizes) -> np.ndarray:
+def full_pattern(q_len: int, kv_len: int, *, block_q=None, block_kv=None) -> np.ndarray:
     """Exact kinds let every pair through; their block sizes change nothing."""
+    del block_q, block_kv
     return np.ones((q_len, kv_len), bool)
 
 
-def local_pattern(q_len: int, kv_len: int, *, local_window_size=None, **unused_block_sizes):
-    """The band i - left <= j <= i + right."""
+def local_pattern(q_len: int, kv_len: int, *, local_window_size=None, block_q=None, block_kv=None):
+    """The band i - left <= j <= i + right; block sizes change nothing."""
+    del block_q, block_kv
     if local_window_size is None:
         raise ValueError("pattern_mask('local'): local_window_size is required.")
     left, right = contract.check_window("local", local_window_size)

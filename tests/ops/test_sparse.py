@@ -122,6 +122,14 @@ def test_exact_kinds_let_everything_through(kind):
     assert ops.pattern_mask("flash", 3, 5, block_q=2).shape == (3, 5)
 
 
+def test_pattern_mask_refuses_mask_arguments_it_would_not_describe():
+    """A window on flash is a mask argument, not part of its pattern: passing it is an error."""
+    with pytest.raises(TypeError, match="local_window_size"):
+        ops.pattern_mask("flash", 3, 5, local_window_size=(1, 1))
+    with pytest.raises(ValueError, match="unknown attention kind"):
+        ops.pattern_mask("nope", 3, 5)
+
+
 def test_local_flops_grow_linearly_and_skip_most_blocks():
     """Counted FLOPs of local (window 256) fit n^p with p <= 1.1; at 16K they are <= 1/16 dense."""
     ns = [1024, 2048, 4096, 8192, 16384]
