@@ -7,7 +7,7 @@ from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
 from attention_jax.ops.registry import attention, get, names, pattern_mask, register
-from attention_jax.ops.sparse import block_sparse, local
+from attention_jax.ops.sparse import block_sparse, local, longformer
 
 __all__ = [
     "attention",
@@ -17,6 +17,7 @@ __all__ = [
     "flax_attention_fn",
     "get",
     "local",
+    "longformer",
     "names",
     "pattern_mask",
     "register",

@@ -306,11 +306,13 @@ def blocked_attention(
     block_q: int,
     block_kv: int,
     layout: np.ndarray | None = None,
+    global_positions: tuple[int, ...] | None = None,
 ) -> jax.Array:
     """The engine behind flash and the block-sparse kinds: exact attention over active blocks.
 
     `layout` (static bool [ceil(T / block_q), ceil(S / block_kv)]) hides whole blocks on top of
-    the causal/window structure; only the blocks left are computed.
+    the causal/window structure; only the blocks left are computed. `global_positions` (static)
+    exempts those tokens from the window in both directions.
     """
     dims = contract.check_qkv(kind, query, key, value)
     block_q = _check_block(kind, "block_q", block_q)
@@ -342,6 +344,7 @@ def blocked_attention(
         spec,
         kv_valid=dims.kv_len if Sp != dims.kv_len else None,
         layout=None if layout is None else masks.BlockLayout.from_array(layout),
+        global_positions=global_positions,
         # Distinct pad ids so padded queries and keys never share a segment.
         q_segments=_pad_axis(spec.q_segments, 1, Tp, -1),
         kv_segments=_pad_axis(spec.kv_segments, 1, Sp, -2),

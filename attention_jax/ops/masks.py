@@ -42,6 +42,8 @@ class MaskSpec:
       window: (left, right): key j is visible to query i only if i - left <= j <= i + right.
       kv_valid: static count of real keys when key blocks were padded past it.
       layout: static block layout; blocks it leaves out are hidden (block-sparse kinds).
+      global_positions: static token positions exempt from the window: they see every key and
+        every query sees them (Longformer global attention).
       q_lengths: [B] query rows at or past the length see nothing (padding).
       kv_lengths: [B] keys at or past the length are hidden.
       q_segments: [B, T] packed-sequence ids of queries; pairs must share an id.
@@ -53,6 +55,7 @@ class MaskSpec:
     window: tuple[int, int] | None = None
     kv_valid: int | None = None
     layout: BlockLayout | None = None
+    global_positions: tuple[int, ...] | None = None
     q_lengths: jax.Array | None = None
     kv_lengths: jax.Array | None = None
     q_segments: jax.Array | None = None
@@ -63,7 +66,7 @@ class MaskSpec:
 jax.tree_util.register_dataclass(
     MaskSpec,
     data_fields=["q_lengths", "kv_lengths", "q_segments", "kv_segments", "dense"],
-    meta_fields=["is_causal", "window", "kv_valid", "layout"],
+    meta_fields=["is_causal", "window", "kv_valid", "layout", "global_positions"],
 )
 
 
@@ -122,7 +125,11 @@ def allowed(spec: MaskSpec, q_start, q_size: int, kv_start, kv_size: int) -> jax
         ok = _and(ok, kv_pos <= q_pos)
     if spec.window is not None:
         left, right = spec.window
-        ok = _and(ok, (kv_pos >= q_pos - left) & (kv_pos <= q_pos + right))
+        in_window = (kv_pos >= q_pos - left) & (kv_pos <= q_pos + right)
+        if spec.global_positions:
+            positions = jnp.asarray(spec.global_positions, jnp.int32)
+            in_window |= jnp.isin(q_pos, positions) | jnp.isin(kv_pos, positions)
+        ok = _and(ok, in_window)
     if spec.kv_valid is not None:
         ok = _and(ok, kv_pos < spec.kv_valid)
     if ok is not None:
@@ -180,7 +187,11 @@ def active_blocks(
         active &= kv_first <= q_last
     if spec.window is not None:
         left, right = spec.window
-        active &= (kv_last >= q_first - left) & (kv_first <= q_last + right)
+        in_window = (kv_last >= q_first - left) & (kv_first <= q_last + right)
+        for p in spec.global_positions or ():
+            in_window[p // block_q, :] = True
+            in_window[:, p // block_kv] = True
+        active &= in_window
     if spec.kv_valid is not None:
         active &= kv_first < spec.kv_valid
     if spec.layout is not None:

@@ -147,6 +147,86 @@ def block_sparse(
     )
 
 
+def _check_global_positions(positions, q_len: int, kv_len: int) -> tuple[int, ...]:
+    """Sorted unique static token positions, each a valid query and key index."""
+    if isinstance(positions, jax.core.Tracer):
+        raise ValueError("longformer: global_positions must be concrete ints, not traced.")
+    positions = np.asarray(positions if positions is not None else [], dtype=object).ravel()
+    limit = min(q_len, kv_len)
+    for p in positions:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)):
+            raise ValueError(f"longformer: global_positions must be ints; got {p!r}.")
+        if not 0 <= p < limit:
+            raise ValueError(
+                f"longformer: global position {p} is out of range: it must index both a query "
+                f"and a key, 0 <= p < min(q_len, kv_len) = {limit}."
+            )
+    return tuple(sorted({int(p) for p in positions}))
+
+
+def longformer(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    local_window_size: int | tuple[int, int] | None = None,
+    global_positions=(),
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    query_segment_ids: jax.Array | None = None,
+    key_value_segment_ids: jax.Array | None = None,
+    block_q: int = DEFAULT_LOCAL_BLOCK,
+    block_kv: int = DEFAULT_LOCAL_BLOCK,
+) -> jax.Array:
+    """Longformer attention (Beltagy et al. 2020): a sliding window plus global tokens.
+
+    Global tokens see every key and every query sees them; the rest see their window. Cost is
+    O(T * window + T * len(global_positions) * block), computed over the blocks that meet the
+    band, the global rows and the global columns.
+
+    Args:
+      query: [B, T, N, H].
+      key: [B, S, K, H] with N % K == 0.
+      value: [B, S, K, Hv].
+      bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, query_segment_ids,
+        key_value_segment_ids: as in `flash`.
+      local_window_size: required; int w or (left, right), as in `local`.
+      global_positions: static token indices (e.g. [0] for a CLS token), each < min(T, S).
+      block_q: queries per block.
+      block_kv: keys per block.
+
+    Returns:
+      [B, T, N, Hv] in the query dtype.
+    """
+    if local_window_size is None:
+        raise ValueError(
+            "longformer: local_window_size is required, e.g. (256, 256); global tokens come on "
+            "top of the window."
+        )
+    return blocked_attention(
+        "longformer",
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        scale=scale,
+        is_causal=is_causal,
+        query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size,
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+        block_q=block_q,
+        block_kv=block_kv,
+        global_positions=_check_global_positions(global_positions, query.shape[1], key.shape[1]),
+    )
+
+
 def full_pattern(q_len: int, kv_len: int, *, block_q=None, block_kv=None) -> np.ndarray:
     """Exact kinds let every pair through; their block sizes change nothing."""
     del block_q, block_kv
@@ -168,3 +248,20 @@ def block_sparse_pattern(q_len: int, kv_len: int, *, layout=None, block_size=DEF
     layout = static_layout("block_sparse", layout)
     block = np.ones((block_size, block_size), bool)
     return np.kron(layout, block)[:q_len, :kv_len].astype(bool)
+
+
+def longformer_pattern(
+    q_len: int,
+    kv_len: int,
+    *,
+    local_window_size=None,
+    global_positions=(),
+    block_q=None,
+    block_kv=None,
+):
+    """The band, plus full rows and columns at the global positions."""
+    pattern = local_pattern(q_len, kv_len, local_window_size=local_window_size)
+    positions = list(_check_global_positions(global_positions, q_len, kv_len))
+    pattern[positions, :] = True
+    pattern[:, positions] = True
+    return pattern

@@ -50,7 +50,19 @@ def _block_sparse_params(draw_seed, T, S):
     return dict(layout=rng.random(shape) < 0.5, block_size=block)
 
 
-PARAMS = {"local": _local_params, "block_sparse": _block_sparse_params}
+def _longformer_params(draw_seed, T, S):
+    params = _local_params(draw_seed, T, S)
+    rng = np.random.default_rng(draw_seed + 1)
+    params["global_positions"] = [int(p) for p in rng.integers(0, min(T, S), rng.integers(0, 3))]
+    return params
+
+
+PARAMS = {
+    "local": _local_params,
+    "block_sparse": _block_sparse_params,
+    "longformer": _longformer_params,
+}
+KINDS = list(PARAMS)
 
 
 def _check(kind, shape, masking, seed, dtype, tol):
@@ -82,7 +94,7 @@ def _check(kind, shape, masking, seed, dtype, tol):
             np.testing.assert_allclose(g, r, atol=5e-5, rtol=5e-5)
 
 
-@pytest.mark.parametrize("kind", ["local", "block_sparse"])
+@pytest.mark.parametrize("kind", KINDS)
 @SETTINGS
 @given(problem=problems())
 def test_equals_dense_with_pattern_mask_float32(kind, problem):
@@ -90,7 +102,7 @@ def test_equals_dense_with_pattern_mask_float32(kind, problem):
     _check(kind, *problem, jnp.float32, F32_TOL)
 
 
-@pytest.mark.parametrize("kind", ["local", "block_sparse"])
+@pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=4, deadline=None)
 @given(problem=problems())
 def test_equals_dense_with_pattern_mask_bfloat16(kind, problem):
@@ -143,6 +155,20 @@ def test_local_flops_grow_linearly_and_skip_most_blocks():
     assert local[-1] <= flops(ops.dense, ns[-1]) / 16
 
 
+def test_longformer_flops_grow_linearly_with_a_global_token():
+    """One global token adds a full row and column of blocks: still O(n) work."""
+    ns = [1024, 2048, 4096, 8192]
+
+    def longformer(q, k, v):
+        return ops.longformer(q, k, v, local_window_size=(128, 128), global_positions=[0])
+
+    def flops(n):
+        x = jax.ShapeDtypeStruct((1, n, 8, 64), jnp.float32)
+        return count_flops(longformer, x, x, x)
+
+    assert fit_exponent(ns, [flops(n) for n in ns]) <= 1.1
+
+
 def test_block_sparse_flops_are_proportional_to_active_blocks():
     x = jnp.zeros((1, 256, 2, 16))
     layout = np.eye(8, dtype=bool)
@@ -166,6 +192,21 @@ def test_block_sparse_flops_are_proportional_to_active_blocks():
             id="local-negative-window",
         ),
         pytest.param(lambda q: ops.block_sparse(q, q, q), "layout", id="no-layout"),
+        pytest.param(
+            lambda q: ops.longformer(q, q, q, global_positions=[0]),
+            "local_window_size",
+            id="longformer-no-window",
+        ),
+        pytest.param(
+            lambda q: ops.longformer(q, q, q, local_window_size=2, global_positions=[8]),
+            "out of range",
+            id="longformer-global-out-of-range",
+        ),
+        pytest.param(
+            lambda q: ops.longformer(q, q, q, local_window_size=2, global_positions=[-1]),
+            "out of range",
+            id="longformer-global-negative",
+        ),
         pytest.param(
             lambda q: ops.block_sparse(q, q, q, layout=np.ones((3, 2), bool), block_size=4),
             "layout",
