@@ -12,11 +12,8 @@ import jax.numpy as jnp
 from attention_jax.ops import contract, masks
 
 
-def masked_softmax(logits: jax.Array, ok: jax.Array | None):
-    """Softmax over the last axis that gives all-zero rows where nothing is allowed.
-
-    Returns (probabilities, row_sum) where row_sum == 0 marks fully masked rows.
-    """
+def masked_softmax(logits: jax.Array, ok: jax.Array | None) -> jax.Array:
+    """Softmax over the last axis that gives all-zero rows where nothing is allowed."""
     if ok is not None:
         # A finite fill keeps exp() and its gradient free of inf - inf.
         logits = jnp.where(ok, logits, jnp.finfo(logits.dtype).min)
@@ -27,8 +24,7 @@ def masked_softmax(logits: jax.Array, ok: jax.Array | None):
     if ok is not None:
         unnormalised = jnp.where(ok, unnormalised, 0.0)
     row_sum = unnormalised.sum(axis=-1, keepdims=True)
-    probs = unnormalised / jnp.where(row_sum > 0, row_sum, 1.0)
-    return probs, row_sum
+    return unnormalised / jnp.where(row_sum > 0, row_sum, 1.0)
 
 
 def dense(
@@ -93,7 +89,7 @@ def dense(
     if bias is not None:
         logits_BKGTS = logits_BKGTS + contract.split_heads_4d("dense", "bias", bias, dims, "float")
     ok = masks.allowed(spec, 0, dims.q_len, 0, dims.kv_len)
-    probs_BKGTS, _ = masked_softmax(logits_BKGTS, ok)
+    probs_BKGTS = masked_softmax(logits_BKGTS, ok)
 
     out_BKGTH = jnp.einsum(
         "bkgts,bksh->bkgth",
