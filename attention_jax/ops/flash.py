@@ -30,13 +30,12 @@ DEFAULT_BLOCK_Q = 512
 DEFAULT_BLOCK_KV = 512
 
 
-def block_pairs(spec: masks.MaskSpec, num_q_blocks, num_kv_blocks, block_q, block_kv, kv_major):
+def block_pairs(active: np.ndarray, kv_major: bool):
     """Static arrays (q_block, kv_block, starts_group) of the active blocks in walking order.
 
     Pairs are grouped by query block (forward) or by key block (backward, `kv_major`);
     `starts_group` marks the first pair of each group, where accumulators reset.
     """
-    active = masks.active_blocks(spec, num_q_blocks, num_kv_blocks, block_q, block_kv)
     q_block, kv_block = np.nonzero(active.T if kv_major else active)
     if kv_major:
         q_block, kv_block = kv_block, q_block
@@ -44,6 +43,32 @@ def block_pairs(spec: masks.MaskSpec, num_q_blocks, num_kv_blocks, block_q, bloc
     starts_group = np.ones_like(group, bool)
     starts_group[1:] = group[1:] != group[:-1]
     return q_block.astype(np.int32), kv_block.astype(np.int32), starts_group
+
+
+def padded_block_pairs(active_per_head: np.ndarray, kv_major: bool):
+    """Per-head pairs [heads..., L] padded to one length L, plus the bool mask of real pairs.
+
+    A head with fewer active blocks repeats its last pair, disabled, so it changes nothing; a
+    head with none gets a single disabled pair at block (0, 0).
+    """
+    heads = active_per_head.shape[:-2]
+    per_head = [
+        block_pairs(a, kv_major) for a in active_per_head.reshape(-1, *active_per_head.shape[-2:])
+    ]
+    length = max(1, max(len(p[0]) for p in per_head))
+    out = np.zeros((4, len(per_head), length), np.int32)
+    for h, (i, j, starts) in enumerate(per_head):
+        n = len(i)
+        if n == 0:
+            out[2, h, 0] = 1
+            continue
+        out[0, h], out[1, h] = (
+            np.pad(i, (0, length - n), "edge"),
+            np.pad(j, (0, length - n), "edge"),
+        )
+        out[2, h, :n], out[3, h, :n] = starts, 1
+    i, j, starts, enabled = (x.reshape(*heads, length) for x in out)
+    return i, j, starts.astype(bool), enabled.astype(bool)
 
 
 def _block(x, index, size, axis):
@@ -65,39 +90,44 @@ def _varying_like(carry, *inputs):
     return jax.tree.map(lambda c: c + zero, carry)
 
 
-def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, block_q, block_kv):
-    """Logits of block (i, j), hidden pairs at -inf, in the accumulation dtype; and visibility."""
+def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, enabled, block_q, block_kv):
+    """Logits of block (i, j), hidden pairs (or all, when not `enabled`) at -inf, in float32+."""
     acc = contract.accumulation_dtype(q_BKGTH.dtype)
     logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=acc)
     if bias is not None:
         bias_block = masks.block_of(bias, i * block_q, block_q, j * block_kv, block_kv)
         logits = logits + bias_block.astype(acc)
     ok = masks.allowed(spec, i * block_q, block_q, j * block_kv, block_kv)
+    if enabled is not None:
+        ok = enabled if ok is None else ok & enabled
     if ok is not None:
         logits = jnp.where(ok, logits, -jnp.inf)
-    return logits, ok
+    return logits
 
 
-def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv):
-    """Returns output [B, K, G, Tp, Hv] and row log-sum-exp [B, K, G, Tp], in float32 (or f64)."""
+def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, pairs, block_q, block_kv):
+    """Returns output [B, K, G, Tp, Hv] and row log-sum-exp [B, K, G, Tp], in float32 (or f64).
+
+    `pairs` = (q_block, kv_block, starts_group, enabled or None), grouped by query block.
+    """
     B, K, G, Tp, _ = q_BKGTH.shape
     acc = contract.accumulation_dtype(q_BKGTH.dtype)
-    Sp, Hv = k_BKSH.shape[2], v_BKSH.shape[-1]
-    pairs = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, False)
+    Hv = v_BKSH.shape[-1]
 
     def step(carry, pair):
         row_max, row_sum, acc_BKGtH, out_BKGTH, lse_BKGT = carry
-        i, j, starts_group = pair
+        i, j, starts_group, enabled = pair
         row_max = jnp.where(starts_group, -jnp.inf, row_max)
         row_sum = jnp.where(starts_group, 0.0, row_sum)
         acc_BKGtH = jnp.where(starts_group, 0.0, acc_BKGtH)
-        logits_BKGts, _ = _masked_logits(
+        logits_BKGts = _masked_logits(
             _block(q_BKGTH, i, block_q, 3),
             _block(k_BKSH, j, block_kv, 2),
             bias,
             spec,
             i,
             j,
+            enabled,
             block_q,
             block_kv,
         )
@@ -135,16 +165,21 @@ def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv):
     return out_BKGTH, lse_BKGT
 
 
-def _backward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv, out_BKGTH, lse_BKGT, d_out):
-    """Gradients for q, k, v, bias from the saved output and log-sum-exp, block by block."""
+def _backward(
+    q_BKGTH, k_BKSH, v_BKSH, bias, spec, pairs, block_q, block_kv, out, lse, d_out, d_lse
+):
+    """Gradients for q, k, v, bias from the saved output and log-sum-exp, block by block.
+
+    `pairs` are grouped by key block. `d_lse` is the cotangent of the returned log-sum-exp.
+    """
     B, K, G, Tp, H = q_BKGTH.shape
-    Sp, Hv = k_BKSH.shape[2], v_BKSH.shape[-1]
+    Hv = v_BKSH.shape[-1]
     dtype = q_BKGTH.dtype
     acc = contract.accumulation_dtype(dtype)
-    # rowsum(dO * O) = rowsum(P * dP): the softmax-backward correction, one number per row.
-    delta_BKGT = jnp.sum(d_out.astype(acc) * out_BKGTH, axis=-1)
+    # rowsum(dO * O) = rowsum(P * dP): the softmax-backward correction, one number per row; the
+    # log-sum-exp's own gradient is P, so its cotangent enters with the opposite sign.
+    delta_BKGT = jnp.sum(d_out.astype(acc) * out, axis=-1) - d_lse.astype(acc)
     d_out = d_out.astype(dtype)
-    pairs = block_pairs(spec, Tp // block_q, Sp // block_kv, block_q, block_kv, True)
 
     def matmul(spec_str, a, b):
         # Operands in the input dtype (bf16 matmuls on accelerators), accumulation in float32+.
@@ -152,15 +187,15 @@ def _backward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv, out_BKGTH,
 
     def step(carry, pair):
         dk_BKsH, dv_BKsH, dq_BKGTH, dk_BKSH, dv_BKSH, dbias = carry
-        i, j, starts_group = pair
+        i, j, starts_group, enabled = pair
         dk_BKsH = jnp.where(starts_group, 0.0, dk_BKsH)
         dv_BKsH = jnp.where(starts_group, 0.0, dv_BKsH)
         q_BKGtH = _block(q_BKGTH, i, block_q, 3)
         k_BKsH = _block(k_BKSH, j, block_kv, 2)
         do_BKGtH = _block(d_out, i, block_q, 3)
-        logits_BKGts, _ = _masked_logits(q_BKGtH, k_BKsH, bias, spec, i, j, block_q, block_kv)
+        logits_BKGts = _masked_logits(q_BKGtH, k_BKsH, bias, spec, i, j, enabled, block_q, block_kv)
         # Hidden pairs are -inf here, so exp() is 0 there (and stays finite under grad-of-grad).
-        p_BKGts = jnp.exp(logits_BKGts - _block(lse_BKGT, i, block_q, 3)[..., None])
+        p_BKGts = jnp.exp(logits_BKGts - _block(lse, i, block_q, 3)[..., None])
         dv_BKsH = dv_BKsH + matmul("bkgts,bkgth->bksh", p_BKGts, do_BKGtH)
         dp_BKGts = matmul("bkgth,bksh->bkgts", do_BKGtH, _block(v_BKSH, j, block_kv, 2))
         ds_BKGts = p_BKGts * (dp_BKGts - _block(delta_BKGT, i, block_q, 3)[..., None])
@@ -192,23 +227,79 @@ def _backward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, block_q, block_kv, out_BKGTH,
 
 
 # Logits are q.k with q already scaled: the scale stays outside, so it may be traced.
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _flash_core(q, k, v, bias, spec, block_q, block_kv):
-    return _forward(q, k, v, bias, spec, block_q, block_kv)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def _flash_core(q, k, v, bias, spec, fwd_pairs, bwd_pairs, block_q, block_kv):
+    out, lse = _forward(q, k, v, bias, spec, fwd_pairs, block_q, block_kv)
+    return out, _empty_rows_at_minus_inf(lse)
 
 
-def _flash_core_fwd(q, k, v, bias, spec, block_q, block_kv):
-    out, lse = _forward(q, k, v, bias, spec, block_q, block_kv)
-    return out, (q, k, v, bias, spec, out, lse)
+def _empty_rows_at_minus_inf(lse):
+    # Inside, an empty row keeps lse = +inf so the backward pass sees exp(x - lse) = 0; the
+    # log-sum-exp of nothing, as returned, is -inf.
+    return jnp.where(lse == jnp.inf, -jnp.inf, lse)
 
 
-def _flash_core_bwd(block_q, block_kv, residuals, d_out):
-    q, k, v, bias, spec, out, lse = residuals
-    grads = _backward(q, k, v, bias, spec, block_q, block_kv, out, lse, d_out)
-    return (*grads, None)
+def _flash_core_fwd(q, k, v, bias, spec, fwd_pairs, bwd_pairs, block_q, block_kv):
+    out, lse = _forward(q, k, v, bias, spec, fwd_pairs, block_q, block_kv)
+    return (out, _empty_rows_at_minus_inf(lse)), (q, k, v, bias, spec, bwd_pairs, out, lse)
+
+
+def _flash_core_bwd(block_q, block_kv, residuals, cotangents):
+    q, k, v, bias, spec, bwd_pairs, out, lse = residuals
+    d_out, d_lse = cotangents
+    grads = _backward(q, k, v, bias, spec, bwd_pairs, block_q, block_kv, out, lse, d_out, d_lse)
+    return (*grads, None, None, None)
 
 
 _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
+
+
+def _map_heads_axis(fn, axis, map_kv, q, k, v, bias, spec, fwd_pairs, bwd_pairs):
+    """vmaps `fn` over one head axis (1 = K, 2 = G) with pairs [heads, L]; fn sees it as size 1."""
+
+    def mapped_axis(x):
+        return None if x is None or x.shape[axis] == 1 else axis
+
+    bias_axis, dense_axis, kv_axis = (
+        mapped_axis(bias),
+        mapped_axis(spec.dense),
+        1 if map_kv else None,
+    )
+
+    def one_head(q, k, v, bias, dense, fwd_pairs, bwd_pairs):
+        def expand(x, x_axis):
+            return x if x_axis is None else jnp.expand_dims(x, x_axis)
+
+        out, lse = fn(
+            expand(q, axis),
+            expand(k, kv_axis),
+            expand(v, kv_axis),
+            expand(bias, bias_axis),
+            dataclasses.replace(spec, dense=expand(dense, dense_axis)),
+            fwd_pairs,
+            bwd_pairs,
+        )
+        return out.squeeze(axis), lse.squeeze(axis)
+
+    return jax.vmap(
+        one_head,
+        in_axes=(axis, kv_axis, kv_axis, bias_axis, dense_axis, 0, 0),
+        out_axes=axis,
+    )(q, k, v, bias, spec.dense, fwd_pairs, bwd_pairs)
+
+
+def _core_per_head(q, k, v, bias, spec, active_KGqk, block_q, block_kv):
+    """The core with a different block list per head: pairs padded to one length, vmapped."""
+    fwd_pairs = padded_block_pairs(active_KGqk, kv_major=False)
+    bwd_pairs = padded_block_pairs(active_KGqk, kv_major=True)
+
+    def core(*args):
+        return _flash_core(*args, block_q, block_kv)
+
+    def over_groups(q, k, v, bias, spec, fwd_pairs, bwd_pairs):
+        return _map_heads_axis(core, 2, False, q, k, v, bias, spec, fwd_pairs, bwd_pairs)
+
+    return _map_heads_axis(over_groups, 1, True, q, k, v, bias, spec, fwd_pairs, bwd_pairs)
 
 
 def _pad_axis(x, axis, size, value):
@@ -307,21 +398,29 @@ def blocked_attention(
     block_kv: int,
     layout: np.ndarray | None = None,
     global_positions: tuple[int, ...] | None = None,
-) -> jax.Array:
+    return_lse: bool = False,
+):
     """The engine behind flash and the block-sparse kinds: exact attention over active blocks.
 
-    `layout` (static bool [ceil(T / block_q), ceil(S / block_kv)]) hides whole blocks on top of
-    the causal/window structure; only the blocks left are computed. `global_positions` (static)
-    exempts those tokens from the window in both directions.
+    `layout` (static bool [ceil(T / block_q), ceil(S / block_kv)], or [N, ...] for one layout per
+    query head) hides whole blocks on top of the causal/window structure; only the blocks left
+    are computed. `global_positions` (static) exempts those tokens from the window in both
+    directions. With `return_lse`, also returns the row log-sum-exp [B, T, N] in float32 (-inf
+    for rows that see nothing), differentiable, so partial attentions can be merged exactly.
     """
     dims = contract.check_qkv(kind, query, key, value)
     block_q = _check_block(kind, "block_q", block_q)
     block_kv = _check_block(kind, "block_kv", block_kv)
     num_q_blocks, num_kv_blocks = -(-dims.q_len // block_q), -(-dims.kv_len // block_kv)
-    if layout is not None and np.shape(layout) != (num_q_blocks, num_kv_blocks):
+    if layout is not None and (
+        np.shape(layout)[-2:] != (num_q_blocks, num_kv_blocks)
+        or np.ndim(layout) not in (2, 3)
+        or (np.ndim(layout) == 3 and np.shape(layout)[0] != dims.num_heads)
+    ):
         raise ValueError(
             f"{kind}: layout must have shape [ceil(q_len / block_q), ceil(kv_len / block_kv)] = "
-            f"[{num_q_blocks}, {num_kv_blocks}]; got {np.shape(layout)}."
+            f"[{num_q_blocks}, {num_kv_blocks}], or [num_heads = {dims.num_heads}, "
+            f"{num_q_blocks}, {num_kv_blocks}] for one layout per head; got {np.shape(layout)}."
         )
     # A sequence shorter than a block is one block of its own length.
     block_q, block_kv = min(block_q, dims.q_len), min(block_kv, dims.kv_len)
@@ -343,7 +442,6 @@ def blocked_attention(
     spec = dataclasses.replace(
         spec,
         kv_valid=dims.kv_len if Sp != dims.kv_len else None,
-        layout=None if layout is None else masks.BlockLayout.from_array(layout),
         global_positions=global_positions,
         # Distinct pad ids so padded queries and keys never share a segment.
         q_segments=_pad_axis(spec.q_segments, 1, Tp, -1),
@@ -354,5 +452,29 @@ def blocked_attention(
     q = _pad_axis(contract.heads_major_query(query, dims.num_kv_heads), 3, Tp, 0)
     k = _pad_axis(contract.heads_major_kv(key), 2, Sp, 0)
     v = _pad_axis(contract.heads_major_kv(value), 2, Sp, 0)
-    out = _flash_core(q * jnp.asarray(scale, q.dtype), k, v, bias, spec, block_q, block_kv)
-    return contract.seq_major_output(out[:, :, :, : dims.q_len]).astype(query.dtype)
+    q = q * jnp.asarray(scale, q.dtype)
+    active = masks.active_blocks(spec, num_q_blocks, num_kv_blocks, block_q, block_kv)
+    if layout is not None:
+        active = active & np.asarray(layout)
+    if active.ndim == 3 and (active == active[:1]).all():
+        active = active[0]
+    if active.ndim == 2:
+        out, lse = _flash_core(
+            q,
+            k,
+            v,
+            bias,
+            spec,
+            (*block_pairs(active, kv_major=False), None),
+            (*block_pairs(active, kv_major=True), None),
+            block_q,
+            block_kv,
+        )
+    else:
+        active = active.reshape(dims.num_kv_heads, dims.group, num_q_blocks, num_kv_blocks)
+        out, lse = _core_per_head(q, k, v, bias, spec, active, block_q, block_kv)
+    out = contract.seq_major_output(out[:, :, :, : dims.q_len]).astype(query.dtype)
+    if not return_lse:
+        return out
+    B, K, G = lse.shape[:3]
+    return out, lse[..., : dims.q_len].transpose(0, 3, 1, 2).reshape(B, dims.q_len, K * G)

@@ -18,22 +18,6 @@ from attention_jax.ops import contract
 
 
 @dataclasses.dataclass(frozen=True)
-class BlockLayout:
-    """A static bool [q_blocks, kv_blocks] layout, hashable so it can live in a jit-static spec."""
-
-    bits: bytes
-    shape: tuple[int, int]
-
-    @classmethod
-    def from_array(cls, layout: np.ndarray) -> BlockLayout:
-        layout = np.asarray(layout, bool)
-        return cls(layout.tobytes(), tuple(layout.shape))
-
-    def array(self) -> np.ndarray:
-        return np.frombuffer(self.bits, bool).reshape(self.shape)
-
-
-@dataclasses.dataclass(frozen=True)
 class MaskSpec:
     """Every mask form of one call; array fields are per batch example.
 
@@ -41,7 +25,6 @@ class MaskSpec:
       is_causal: key j is visible to query i only if j <= i.
       window: (left, right): key j is visible to query i only if i - left <= j <= i + right.
       kv_valid: static count of real keys when key blocks were padded past it.
-      layout: static block layout; blocks it leaves out are hidden (block-sparse kinds).
       global_positions: static token positions exempt from the window: they see every key and
         every query sees them (Longformer global attention).
       q_lengths: [B] query rows at or past the length see nothing (padding).
@@ -54,7 +37,6 @@ class MaskSpec:
     is_causal: bool = False
     window: tuple[int, int] | None = None
     kv_valid: int | None = None
-    layout: BlockLayout | None = None
     global_positions: tuple[int, ...] | None = None
     q_lengths: jax.Array | None = None
     kv_lengths: jax.Array | None = None
@@ -66,7 +48,7 @@ class MaskSpec:
 jax.tree_util.register_dataclass(
     MaskSpec,
     data_fields=["q_lengths", "kv_lengths", "q_segments", "kv_segments", "dense"],
-    meta_fields=["is_causal", "window", "kv_valid", "layout", "global_positions"],
+    meta_fields=["is_causal", "window", "kv_valid", "global_positions"],
 )
 
 
@@ -173,8 +155,7 @@ def add_to_block(total, block, q_start, kv_start) -> jax.Array:
 def active_blocks(
     spec: MaskSpec, num_q_blocks: int, num_kv_blocks: int, block_q: int, block_kv: int
 ) -> np.ndarray:
-    """Static bool [num_q_blocks, num_kv_blocks]: False where causal/window/padding/layout hide a
-    block.
+    """Static bool [num_q_blocks, num_kv_blocks]: False where causal/window/padding hide a block.
 
     Array masks (lengths, segments, dense) are not looked at: they are not known at trace time.
     """
@@ -194,6 +175,4 @@ def active_blocks(
         active &= in_window
     if spec.kv_valid is not None:
         active &= kv_first < spec.kv_valid
-    if spec.layout is not None:
-        active &= spec.layout.array()
     return active

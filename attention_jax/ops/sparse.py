@@ -78,7 +78,7 @@ def local(
 
 
 def static_layout(kind: str, layout) -> np.ndarray:
-    """A concrete 2-D bool block layout; traced or malformed layouts raise ValueError."""
+    """A concrete bool block layout, [q_blocks, kv_blocks] or [heads, q_blocks, kv_blocks]."""
     if layout is None:
         raise ValueError(f"{kind}: layout, a bool [q_blocks, kv_blocks] array, is required.")
     if isinstance(layout, jax.core.Tracer):
@@ -87,10 +87,10 @@ def static_layout(kind: str, layout) -> np.ndarray:
             "decides which blocks are computed at trace time."
         )
     layout = np.asarray(layout)
-    if layout.ndim != 2 or layout.dtype != np.bool_:
+    if layout.ndim not in (2, 3) or layout.dtype != np.bool_:
         raise ValueError(
-            f"{kind}: layout must be a 2-D bool [q_blocks, kv_blocks] array; got shape "
-            f"{layout.shape} and dtype {layout.dtype}."
+            f"{kind}: layout must be a bool [q_blocks, kv_blocks] or [num_heads, q_blocks, "
+            f"kv_blocks] array; got shape {layout.shape} and dtype {layout.dtype}."
         )
     return layout
 
@@ -121,7 +121,8 @@ def block_sparse(
       bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, local_window_size,
         query_segment_ids, key_value_segment_ids: as in `flash`, applied within the layout.
       layout: bool [ceil(T / block_size), ceil(S / block_size)]; True = the block is computed.
-        Concrete (NumPy or lists), shared by every batch element and head.
+        Concrete (NumPy or lists). Shared by every head, or [N, ...] for one layout per query
+        head: each head then walks its own blocks (heads are vmapped over padded block lists).
       block_size: tokens per block side; T and S need not be multiples (padding is internal).
 
     Returns:
@@ -244,10 +245,10 @@ def local_pattern(q_len: int, kv_len: int, *, local_window_size=None, block_q=No
 
 
 def block_sparse_pattern(q_len: int, kv_len: int, *, layout=None, block_size=DEFAULT_SPARSE_BLOCK):
-    """Every token pair inside a block the layout lists."""
+    """Every token pair inside a block the layout lists; [N, T, S] for a per-head layout."""
     layout = static_layout("block_sparse", layout)
     block = np.ones((block_size, block_size), bool)
-    return np.kron(layout, block)[:q_len, :kv_len].astype(bool)
+    return np.kron(layout, block)[..., :q_len, :kv_len].astype(bool)
 
 
 def longformer_pattern(
