@@ -405,8 +405,9 @@ def blocked_attention(
     `layout` (static bool [ceil(T / block_q), ceil(S / block_kv)], or [N, ...] for one layout per
     query head) hides whole blocks on top of the causal/window structure; only the blocks left
     are computed. `global_positions` (static) exempts those tokens from the window in both
-    directions. With `return_lse`, also returns the row log-sum-exp [B, T, N] in float32 (-inf
-    for rows that see nothing), differentiable, so partial attentions can be merged exactly.
+    directions. With `return_lse`, returns the output in float32 (not yet rounded to the query
+    dtype) and the row log-sum-exp [B, T, N] (-inf for rows that see nothing), differentiable,
+    so partial attentions over disjoint key sets can be merged exactly (`combine.merge`).
     """
     dims = contract.check_qkv(kind, query, key, value)
     block_q = _check_block(kind, "block_q", block_q)
@@ -473,8 +474,8 @@ def blocked_attention(
     else:
         active = active.reshape(dims.num_kv_heads, dims.group, num_q_blocks, num_kv_blocks)
         out, lse = _core_per_head(q, k, v, bias, spec, active, block_q, block_kv)
-    out = contract.seq_major_output(out[:, :, :, : dims.q_len]).astype(query.dtype)
+    out = contract.seq_major_output(out[:, :, :, : dims.q_len])
     if not return_lse:
-        return out
+        return out.astype(query.dtype)
     B, K, G = lse.shape[:3]
     return out, lse[..., : dims.q_len].transpose(0, 3, 1, 2).reshape(B, dims.q_len, K * G)

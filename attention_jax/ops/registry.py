@@ -7,8 +7,10 @@ from collections.abc import Callable
 import numpy as np
 
 from attention_jax.ops import sparse
+from attention_jax.ops.bigbird import bigbird, bigbird_pattern
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
+from attention_jax.ops.strided import strided, strided_pattern
 
 _KINDS: dict[str, Callable] = {}
 _PATTERNS: dict[str, Callable] = {}
@@ -62,3 +64,5 @@ register("flash", flash, sparse.full_pattern)
 register("local", sparse.local, sparse.local_pattern)
 register("block_sparse", sparse.block_sparse, sparse.block_sparse_pattern)
 register("longformer", sparse.longformer, sparse.longformer_pattern)
+register("strided", strided, strided_pattern)
+register("bigbird", bigbird, bigbird_pattern)
