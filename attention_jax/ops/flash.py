@@ -290,8 +290,8 @@ def _map_heads_axis(fn, axis, map_kv, q, k, v, bias, spec, fwd_pairs, bwd_pairs)
 
 def _core_per_head(q, k, v, bias, spec, active_KGqk, block_q, block_kv):
     """The core with a different block list per head: pairs padded to one length, vmapped."""
-    fwd_pairs = padded_block_pairs(active_KGqk, kv_major=False)
-    bwd_pairs = padded_block_pairs(active_KGqk, kv_major=True)
+    fwd_pairs = tuple(map(jnp.asarray, padded_block_pairs(active_KGqk, kv_major=False)))
+    bwd_pairs = tuple(map(jnp.asarray, padded_block_pairs(active_KGqk, kv_major=True)))
 
     def core(*args):
         return _flash_core(*args, block_q, block_kv)

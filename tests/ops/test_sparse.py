@@ -57,28 +57,68 @@ def _longformer_params(draw_seed, T, S):
     return params
 
 
+def _strided_params(draw_seed, T, S):
+    rng = np.random.default_rng(draw_seed)
+    stride = int(rng.integers(1, 9))
+    pattern = str(rng.choice(["strided", "fixed"]))
+    return dict(
+        stride=stride,
+        pattern=pattern,
+        summary_size=int(rng.integers(1, stride + 1)),
+        block_size=int(rng.choice([4, 8])),
+    )
+
+
+def _bigbird_params(draw_seed, T, S):
+    rng = np.random.default_rng(draw_seed)
+    return dict(
+        block_size=int(rng.choice([2, 4, 8])),
+        num_window_blocks=int(rng.choice([1, 3])),
+        num_global_blocks=int(rng.integers(0, 3)),
+        num_random_blocks=int(rng.integers(0, 3)),
+        seed=int(rng.integers(0, 100)),
+        per_head=bool(rng.integers(0, 2)),
+    )
+
+
 PARAMS = {
     "local": _local_params,
     "block_sparse": _block_sparse_params,
     "longformer": _longformer_params,
+    "strided": _strided_params,
+    "bigbird": _bigbird_params,
 }
 KINDS = list(PARAMS)
+# The Sparse Transformer patterns are defined for self-attention only.
+SELF_ATTENTION_ONLY = {"strided"}
+
+
+def _pattern(kind, T, S, N, params, masking):
+    """pattern_mask for the op's params, as a dense-op mask [1, 1|N, T, S]."""
+    extra = {}
+    if kind == "bigbird":
+        extra = dict(is_causal=masking["is_causal"], num_heads=N)
+    pattern = ops.pattern_mask(kind, T, S, **params, **extra)
+    assert pattern.shape[-2:] == (T, S) and pattern.dtype == bool
+    return pattern[None] if pattern.ndim == 3 else pattern[None, None]
 
 
 def _check(kind, shape, masking, seed, dtype, tol):
     B, T, S, N, K, H = shape
+    if kind in SELF_ATTENTION_ONLY:
+        S = T
+        shape = (B, T, S, N, K, H)
+        if "key_value_seq_lengths" in masking:
+            masking["key_value_seq_lengths"] = jnp.minimum(masking["key_value_seq_lengths"], T)
     params = PARAMS[kind](seed, T, S)
     q, k, v = random_qkv(seed % 1000, *shape, dtype=dtype)
-    pattern = ops.pattern_mask(kind, T, S, **params)
-    assert pattern.shape == (T, S) and pattern.dtype == bool
+    pattern = _pattern(kind, T, S, N, params, masking)
     op = ops.get(kind)
     out = op(q, k, v, **params, **masking)
-    want = ops.dense(q, k, v, mask=jnp.asarray(pattern)[None, None], **masking)
+    want = ops.dense(q, k, v, mask=jnp.asarray(pattern), **masking)
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(want, np.float32), **tol)
     np.testing.assert_allclose(
-        np.asarray(out, np.float64),
-        attention_np(q, k, v, mask=pattern[None, None], **masking),
-        **tol,
+        np.asarray(out, np.float64), attention_np(q, k, v, mask=pattern, **masking), **tol
     )
     if dtype == jnp.float32:
         ct = jax.random.normal(jax.random.key(seed % 1000), out.shape)
@@ -87,9 +127,7 @@ def _check(kind, shape, masking, seed, dtype, tol):
             return jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * ct), (0, 1, 2))(q, k, v)
 
         got = grads(lambda q, k, v: op(q, k, v, **params, **masking))
-        ref = grads(
-            lambda q, k, v: ops.dense(q, k, v, mask=jnp.asarray(pattern)[None, None], **masking)
-        )
+        ref = grads(lambda q, k, v: ops.dense(q, k, v, mask=jnp.asarray(pattern), **masking))
         for g, r in zip(got, ref, strict=True):
             np.testing.assert_allclose(g, r, atol=5e-5, rtol=5e-5)
 
