@@ -30,9 +30,6 @@ def resolve(kind: str, params: Mapping | None = None) -> Callable:
     return lambda q, k, v, **kw: op(q, k, v, **params, **kw)
 
 
-_MASK_ARGS = frozenset({"is_causal", "local_window_size"})
-
-
 def known_kinds() -> list[str]:
     """Everything the comparison can measure: JAX peers, the torch peer and the registry."""
     return [*PEERS, torch_peer.NAME, *ops.names()]
@@ -70,11 +67,15 @@ def run_comparison(
                 f"unknown kind {kind!r} in the cost comparison; choose from {known_kinds()}."
             )
     for kind, params in kind_params.items():
-        clash = set(params) & _MASK_ARGS
-        if clash:
+        if "is_causal" in params:
             raise ValueError(
-                f"kind_params[{kind!r}] sets {sorted(clash)}; mask structure belongs to the "
-                "Shape (is_causal, local_window_size) so every kind is measured on the same task."
+                f"kind_params[{kind!r}] sets is_causal; causality belongs to the Shape, so every "
+                "kind is measured on the same task."
+            )
+        if "local_window_size" in params and shape.local_window_size is not None:
+            raise ValueError(
+                f"kind_params[{kind!r}] sets local_window_size while the Shape sets one for every "
+                "kind; use one or the other."
             )
     if torch_peer.NAME in kinds:
         torch_peer.import_torch()  # fail before hours of measuring, not at the first torch case

@@ -30,7 +30,7 @@ _FREE = frozenset(
     "rev split bitcast_convert_type reduce_precision stop_gradient sharding_constraint pvary "
     "pcast device_put random_bits random_seed random_wrap random_unwrap random_fold_in "
     "random_split threefry2x32 shift_left shift_right_logical shift_right_arithmetic "
-    "optimization_barrier stack".split()
+    "optimization_barrier stack unstack".split()
 )
 # Primitives that only wrap a sub-program, counted by recursing into it.
 _CALLS = frozenset(

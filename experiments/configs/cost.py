@@ -9,6 +9,10 @@ The argument after the colon is a comma-separated list of options:
   causal  causal attention (flash skips the hidden blocks).
   window  sliding window of 512 keys: the query and the 511 before it (flash and local skip the
           rest); window=W sets W keys. Adds the `local` kind.
+  sparse  the sparse kinds at their usual settings, each on its own pattern (bidirectional):
+          local (128 keys each side), longformer (the same plus global token 0), strided
+          (stride 128), bigbird (block 64, 3 window + 2 global + 3 random blocks), beside
+          jax.nn and flash on full attention.
   bf16    bfloat16 inputs.
   fwd     forward only.
   torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
@@ -16,7 +20,20 @@ The argument after the colon is a comma-separated list of options:
 
 import ml_collections
 
-_OPTIONS = ("small", "full", "causal", "window", "bf16", "fwd", "torch")
+_OPTIONS = ("small", "full", "causal", "window", "sparse", "bf16", "fwd", "torch")
+# Each sparse kind at the setting its paper or the cost targets use, for n up to 32K.
+SPARSE_KIND_PARAMS = {
+    "local": {"local_window_size": (128, 128)},
+    "longformer": {"local_window_size": (128, 128), "global_positions": (0,)},
+    "strided": {"stride": 128},
+    "bigbird": {
+        "block_size": 64,
+        "num_window_blocks": 3,
+        "num_global_blocks": 2,
+        "num_random_blocks": 3,
+        "seed": 0,
+    },
+}
 
 
 def parse_arg(arg: str) -> tuple[set[str], int]:
@@ -36,6 +53,8 @@ def parse_arg(arg: str) -> tuple[set[str], int]:
         raise ValueError("choose one of 'small' and 'full'.")
     if {"window", "torch"} <= options:
         raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
+    if {"window", "sparse"} <= options:
+        raise ValueError("'sparse' gives each kind its own pattern; drop 'window'.")
     return options, window
 
 
@@ -46,6 +65,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.kinds = ("jax.nn", "dense", "flash")
     config.kinds += ("torch.sdpa",) if "torch" in options else ()
     config.kinds += ("local",) if "window" in options else ()
+    config.kinds += tuple(SPARSE_KIND_PARAMS) if "sparse" in options else ()
     config.baseline = "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
     config.batch = 1
@@ -60,5 +80,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.repeats = 3 if full else 5
     # Cases whose compiled buffers exceed this are reported with their size and not run.
     config.memory_budget_gb = 20.0
-    config.kind_params = ml_collections.ConfigDict({"flash": {"block_q": 512, "block_kv": 512}})
+    kind_params = {"flash": {"block_q": 512, "block_kv": 512}}
+    kind_params |= SPARSE_KIND_PARAMS if "sparse" in options else {}
+    config.kind_params = ml_collections.ConfigDict(kind_params)
     return config

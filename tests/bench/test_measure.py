@@ -86,3 +86,11 @@ def test_bad_baseline_and_mask_params_are_refused_early(tmp_path):
             shape=shape,
             kind_params={"flash": {"is_causal": True}},
         )
+    with pytest.raises(ValueError, match="local_window_size"):
+        compare.run_comparison(
+            str(tmp_path),
+            kinds=["local"],
+            seq_lens=[8],
+            shape=bench.Shape(local_window_size=(2, 2)),
+            kind_params={"local": {"local_window_size": (1, 1)}},
+        )

@@ -19,7 +19,16 @@ def test_window_and_torch_options():
     assert "torch.sdpa" in cost.get_config("torch").kinds
 
 
-@pytest.mark.parametrize("arg", ["huge", "small,full", "window,torch", "window=0", "window=x"])
+def test_sparse_option_adds_each_sparse_kind_with_its_params():
+    config = cost.get_config("full,sparse")
+    assert {"local", "longformer", "strided", "bigbird"} <= set(config.kinds)
+    assert config.kind_params.bigbird.block_size == 64
+    assert not config.local_window_size
+
+
+@pytest.mark.parametrize(
+    "arg", ["huge", "small,full", "window,torch", "window=0", "window=x", "window,sparse"]
+)
 def test_bad_options_are_refused(arg):
     with pytest.raises(ValueError):
         cost.get_config(arg)
