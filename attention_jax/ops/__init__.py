@@ -5,25 +5,41 @@ out = ops.attention(q, k, v, kind='flash', is_causal=True)
 
 from attention_jax.ops.bigbird import bigbird, bigbird_layout
 from attention_jax.ops.dense import dense
+from attention_jax.ops.feature_maps import FeatureMap, favor_projection, feature_map
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
+from attention_jax.ops.linear import based, cosformer, linear, performer
+from attention_jax.ops.linear_recurrent import LinearState, linear_state_init, linear_step
+from attention_jax.ops.linformer import linformer, linformer_projection
 from attention_jax.ops.registry import attention, get, names, pattern_mask, register
 from attention_jax.ops.sparse import block_sparse, local, longformer
 from attention_jax.ops.strided import strided
 
 __all__ = [
+    "FeatureMap",
+    "LinearState",
     "attention",
+    "based",
     "bigbird",
     "bigbird_layout",
     "block_sparse",
+    "cosformer",
     "dense",
+    "favor_projection",
+    "feature_map",
     "flash",
     "flax_attention_fn",
     "get",
+    "linear",
+    "linear_state_init",
+    "linear_step",
+    "linformer",
+    "linformer_projection",
     "local",
     "longformer",
     "names",
     "pattern_mask",
+    "performer",
     "register",
     "strided",
 ]

@@ -10,6 +10,8 @@ from attention_jax.ops import sparse
 from attention_jax.ops.bigbird import bigbird, bigbird_pattern
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
+from attention_jax.ops.linear import based, cosformer, every_pair_pattern, linear, performer
+from attention_jax.ops.linformer import linformer
 from attention_jax.ops.strided import strided, strided_pattern
 
 _KINDS: dict[str, Callable] = {}
@@ -51,9 +53,10 @@ def attention(query, key, value, bias=None, mask=None, *, kind: str = "dense", *
 def pattern_mask(kind: str, q_len: int, kv_len: int, **params) -> np.ndarray:
     """Bool [q_len, kv_len]: the (query, key) pairs `kind` lets through with these params.
 
-    Causal, length and segment masks come on top of it. For every kind,
+    Causal, length and segment masks come on top of it. For every exact-softmax kind,
     `get(kind)(q, k, v, **params)` equals `dense(q, k, v, mask=pattern[None, None])` with
-    `pattern = pattern_mask(kind, T, S, **params)`.
+    `pattern = pattern_mask(kind, T, S, **params)`. Kernelized kinds (linear, performer, ...)
+    re-weight every pair instead of dropping any, so their pattern is all True.
     """
     get(kind)
     return _PATTERNS[kind](q_len, kv_len, **params)
@@ -66,3 +69,8 @@ register("block_sparse", sparse.block_sparse, sparse.block_sparse_pattern)
 register("longformer", sparse.longformer, sparse.longformer_pattern)
 register("strided", strided, strided_pattern)
 register("bigbird", bigbird, bigbird_pattern)
+register("linear", linear, every_pair_pattern)
+register("performer", performer, every_pair_pattern)
+register("based", based, every_pair_pattern)
+register("cosformer", cosformer, every_pair_pattern)
+register("linformer", linformer, every_pair_pattern)

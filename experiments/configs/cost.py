@@ -13,6 +13,9 @@ The argument after the colon is a comma-separated list of options:
           local (128 keys each side), longformer (the same plus global token 0), strided
           (stride 128), bigbird (block 64, 3 window + 2 global + 3 random blocks), beside
           jax.nn and flash on full attention.
+  linear  the kernelized kinds (linear with elu features, performer with 256 features,
+          cosformer) beside jax.nn, up to n = 65536 with `full`; combine with `causal` for the
+          chunkwise form.
   bf16    bfloat16 inputs.
   fwd     forward only.
   torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
@@ -20,7 +23,12 @@ The argument after the colon is a comma-separated list of options:
 
 import ml_collections
 
-_OPTIONS = ("small", "full", "causal", "window", "sparse", "bf16", "fwd", "torch")
+_OPTIONS = ("small", "full", "causal", "window", "sparse", "linear", "bf16", "fwd", "torch")
+LINEAR_KIND_PARAMS = {
+    "linear": {"feature_map": "elu"},
+    "performer": {"num_features": 256},
+    "cosformer": {},
+}
 # Each sparse kind at the setting its paper or the cost targets use, for n up to 32K.
 SPARSE_KIND_PARAMS = {
     "local": {"local_window_size": (128, 128)},
@@ -53,8 +61,9 @@ def parse_arg(arg: str) -> tuple[set[str], int]:
         raise ValueError("choose one of 'small' and 'full'.")
     if {"window", "torch"} <= options:
         raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
-    if {"window", "sparse"} <= options:
-        raise ValueError("'sparse' gives each kind its own pattern; drop 'window'.")
+    for pattern_option in ("sparse", "linear"):
+        if {"window", pattern_option} <= options:
+            raise ValueError(f"'{pattern_option}' kinds have their own pattern; drop 'window'.")
     return options, window
 
 
@@ -62,13 +71,21 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     options, window = parse_arg(arg)
     full = "full" in options
     config = ml_collections.ConfigDict()
-    # `dense` is the readable reference; the sparse comparison leaves it out to save time.
-    config.kinds = ("jax.nn", "flash") if "sparse" in options else ("jax.nn", "dense", "flash")
+    # `dense` is the readable reference; the sparse and linear comparisons leave it out (and
+    # flash too, for linear's n = 64K) to save time.
+    if "linear" in options:
+        config.kinds = ("jax.nn", *LINEAR_KIND_PARAMS)
+    elif "sparse" in options:
+        config.kinds = ("jax.nn", "flash")
+    else:
+        config.kinds = ("jax.nn", "dense", "flash")
     config.kinds += ("torch.sdpa",) if "torch" in options else ()
     config.kinds += ("local",) if "window" in options else ()
     config.kinds += tuple(SPARSE_KIND_PARAMS) if "sparse" in options else ()
     config.baseline = "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
+    if full and "linear" in options:
+        config.seq_lens += (65536,)
     config.batch = 1
     config.num_heads = 8
     config.num_kv_heads = 8
@@ -83,5 +100,6 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.memory_budget_gb = 20.0
     kind_params = {"flash": {"block_q": 512, "block_kv": 512}}
     kind_params |= SPARSE_KIND_PARAMS if "sparse" in options else {}
+    kind_params |= LINEAR_KIND_PARAMS if "linear" in options else {}
     config.kind_params = ml_collections.ConfigDict(kind_params)
     return config

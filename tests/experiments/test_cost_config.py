@@ -26,8 +26,24 @@ def test_sparse_option_adds_each_sparse_kind_with_its_params():
     assert not config.local_window_size
 
 
+def test_linear_option_reaches_64k_with_the_kernelized_kinds():
+    config = cost.get_config("full,linear,causal")
+    assert max(config.seq_lens) == 65536 and config.is_causal
+    assert {"linear", "performer", "cosformer"} <= set(config.kinds)
+    assert config.kind_params.performer.num_features == 256
+
+
 @pytest.mark.parametrize(
-    "arg", ["huge", "small,full", "window,torch", "window=0", "window=x", "window,sparse"]
+    "arg",
+    [
+        "huge",
+        "small,full",
+        "window,torch",
+        "window=0",
+        "window=x",
+        "window,sparse",
+        "window,linear",
+    ],
 )
 def test_bad_options_are_refused(arg):
     with pytest.raises(ValueError):

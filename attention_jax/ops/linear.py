@@ -1,0 +1,301 @@
+"""Kernelized (linear) attention: phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1), O(n) in length.
+
+Never builds an n x n array. Bidirectional: one pass builds the state phi(K)^T V [F, Hv] and the
+normaliser sum phi(K), which every query reads. Causal: chunkwise parallel (as in
+flash-linear-attention's chunk form): inside a chunk of C tokens the masked quadratic form
+(C x C), across chunks the running state carried by `lax.scan`, so work is O(n * C * F) and the
+per-token sequential scan of the Performer reference is gone. `linear_recurrent` has the
+O(1)-per-token decoding form.
+
+Kinds: `linear` (any feature map, default elu), `performer` (favor), `based` (taylor),
+`cosformer`. Features, state and normaliser are float32 (float64 under x64) for any input dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from attention_jax.ops import contract
+from attention_jax.ops.feature_maps import (
+    SCALED,
+    FeatureMap,
+    favor_projection,
+    feature_map,
+    finite_max,
+)
+
+DEFAULT_CHUNK = 128
+DEFAULT_FAVOR_FEATURES = 256
+
+
+def normalise(num, den):
+    """num / den, and 0 (with zero gradient) where den is below the smallest normal float.
+
+    A row with no visible key, or whose relu features all vanish, has num = den = 0: it gives 0,
+    never NaN, in value and gradient. Every feature map here has phi(q).phi(k) >= 0 and
+    |num| <= den * max|v|, so a tiny floor loses nothing; a floor of 1e-6 (common in other code)
+    would bias FAVOR+, whose normalisers can legitimately be that small.
+    """
+    ok = den > jnp.finfo(den.dtype).tiny
+    return jnp.where(ok[..., None], num / jnp.where(ok, den, 1.0)[..., None], 0.0)
+
+
+def _refuse(kind, **arguments):
+    for name, value in arguments.items():
+        if value is not None:
+            raise ValueError(
+                f"{kind}: {name} cannot be honoured by kernelized attention (there is no score "
+                "matrix to mask or bias); use a softmax kind such as 'flash' for it."
+            )
+
+
+def _check_chunk(kind, chunk_size) -> int:
+    if (
+        isinstance(chunk_size, (bool, np.bool_))
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
+        raise ValueError(f"{kind}: chunk_size must be a positive int; got {chunk_size!r}.")
+    return int(chunk_size)
+
+
+def _positions_valid(lengths, size):
+    """Bool [B, size]: position < length, or None when there are no lengths."""
+    if lengths is None:
+        return None
+    return jnp.arange(size)[None, :] < lengths[:, None]
+
+
+def _bidirectional(fq_BKGTF, fk_BKSF, v_BKSV):
+    state_BKFV = jnp.einsum("bksf,bksv->bkfv", fk_BKSF, v_BKSV)
+    norm_BKF = fk_BKSF.sum(axis=2)
+    num = jnp.einsum("bkgtf,bkfv->bkgtv", fq_BKGTF, state_BKFV)
+    den = jnp.einsum("bkgtf,bkf->bkgt", fq_BKGTF, norm_BKF)
+    return num, den
+
+
+def _chunk(x, axis, chunk):
+    """Splits `axis` (a multiple of chunk) into [num_chunks, ...] leading for `lax.scan`."""
+    x = x.reshape(*x.shape[:axis], x.shape[axis] // chunk, chunk, *x.shape[axis + 1 :])
+    return jnp.moveaxis(x, axis, 0)
+
+
+def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False):
+    """Causal num and den: masked C x C blocks inside chunks, a scanned state across them.
+
+    With `log_keys`, fk holds log-features (favor): each chunk exponentiates them against the
+    running maximum so far, rescaling the carried state when it grows (as an online softmax
+    does). A single maximum over the whole sequence would leave early tokens, whose keys may be
+    far smaller than later ones, with normalisers that underflow.
+    """
+    B, K, G, T, F = fq_BKGTF.shape
+    Hv = v_BKSV.shape[-1]
+    pad = -T % chunk
+    fq, v = (jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, 0)]) for x in (fq_BKGTF, v_BKSV))
+    fk = jnp.pad(
+        fk_BKSF, [(0, 0)] * 2 + [(0, pad), (0, 0)], constant_values=-jnp.inf if log_keys else 0.0
+    )
+    lower = jnp.tril(jnp.ones((chunk, chunk), bool))
+
+    def step(carry, xs):
+        state_BKFV, norm_BKF, shift_BK11 = carry
+        fq_BKGcF, fk_BKcF, v_BKcV = xs
+        if log_keys:
+            new_shift = jnp.maximum(shift_BK11, finite_max(fk_BKcF, (-2, -1)))
+            rescale = jnp.exp(shift_BK11 - new_shift)
+            state_BKFV, norm_BKF = state_BKFV * rescale, norm_BKF * rescale[..., 0]
+            fk_BKcF, shift_BK11 = jnp.exp(fk_BKcF - new_shift), new_shift
+        scores = jnp.einsum("bkgcf,bkdf->bkgcd", fq_BKGcF, fk_BKcF)
+        scores = jnp.where(lower, scores, 0.0)
+        num = jnp.einsum("bkgcf,bkfv->bkgcv", fq_BKGcF, state_BKFV)
+        num = num + jnp.einsum("bkgcd,bkdv->bkgcv", scores, v_BKcV)
+        den = jnp.einsum("bkgcf,bkf->bkgc", fq_BKGcF, norm_BKF) + scores.sum(-1)
+        state_BKFV = state_BKFV + jnp.einsum("bkcf,bkcv->bkfv", fk_BKcF, v_BKcV)
+        norm_BKF = norm_BKF + fk_BKcF.sum(axis=2)
+        return (state_BKFV, norm_BKF, shift_BK11), (num, den)
+
+    acc = fq.dtype
+    # The shift starts at the first chunk's maximum (rescale exp(-inf - m) = 0 of a zero state).
+    init = (
+        jnp.zeros((B, K, F, Hv), acc),
+        jnp.zeros((B, K, F), acc),
+        jnp.full((B, K, 1, 1), -jnp.inf, acc),
+    )
+    xs = (_chunk(fq, 3, chunk), _chunk(fk, 2, chunk), _chunk(v, 2, chunk))
+    _, (num, den) = lax.scan(step, init, xs)
+    # [chunks, B, K, G, C, ...] -> [B, K, G, T, ...]
+    num = jnp.moveaxis(num, 0, 3).reshape(B, K, G, T + pad, Hv)[:, :, :, :T]
+    den = jnp.moveaxis(den, 0, 3).reshape(B, K, G, T + pad)[:, :, :, :T]
+    return num, den
+
+
+def linear(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    feature_map: str | FeatureMap = "elu",
+    chunk_size: int = DEFAULT_CHUNK,
+    scale: float | None = None,
+    is_causal: bool = False,
+    query_seq_lengths: jax.Array | None = None,
+    key_value_seq_lengths: jax.Array | None = None,
+    local_window_size=None,
+    query_segment_ids=None,
+    key_value_segment_ids=None,
+    kind: str = "linear",
+) -> jax.Array:
+    """Kernelized attention phi(q).phi(k) in O(n) time and memory.
+
+    Args:
+      query: [B, T, N, H].
+      key: [B, S, K, H] with N % K == 0.
+      value: [B, S, K, Hv].
+      bias, mask, local_window_size, segment ids: refused (ValueError): no score matrix exists.
+      feature_map: a name from `feature_maps.NAMES` ('favor' needs a projection: use
+        `performer`) or a `FeatureMap` from `ops.feature_map(...)`.
+      chunk_size: causal only: tokens per chunk (any size; T is padded internally).
+      scale: logit scale for the exp-approximating maps (favor, taylor), default 1/sqrt(H);
+        refused for elu, relu and cosformer, whose kernels have no temperature.
+      is_causal: query i sees keys 0..i (needs T == S).
+      query_seq_lengths: optional int [B]; query rows past the length output zeros.
+      key_value_seq_lengths: optional int [B]; keys past the length contribute nothing.
+      kind: the name used in error messages.
+
+    Returns:
+      [B, T, N, Hv] in the query dtype.
+    """
+    _refuse(
+        kind,
+        bias=bias,
+        mask=mask,
+        local_window_size=local_window_size,
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+    )
+    dims = contract.check_qkv(kind, query, key, value)
+    phi = resolve_feature_map(kind, feature_map, dims)
+    if scale is not None and phi.name not in SCALED:
+        raise ValueError(
+            f"{kind}: feature map {phi.name!r} has no logit scale; leave scale=None (it applies "
+            f"to {SCALED})."
+        )
+    chunk_size = _check_chunk(kind, chunk_size)
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise ValueError(f"{kind}: is_causal must be a Python bool; got {is_causal!r}.")
+    if is_causal and dims.q_len != dims.kv_len:
+        raise ValueError(
+            f"{kind}: causal linear attention needs q_len == kv_len (got {dims.q_len} and "
+            f"{dims.kv_len}); decode token by token with ops.linear_step instead."
+        )
+    q_lengths = contract.check_lengths(kind, "query_seq_lengths", query_seq_lengths, dims.batch)
+    kv_lengths = contract.check_lengths(
+        kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch
+    )
+    q_BKGTH = contract.heads_major_query(query, dims.num_kv_heads)
+    k_BKSH = contract.heads_major_kv(key)
+    acc = contract.accumulation_dtype(query.dtype)
+    v_BKSV = contract.heads_major_kv(value).astype(acc)
+    kv_valid = _positions_valid(kv_lengths, dims.kv_len)
+    fq = phi(q_BKGTH, is_query=True, scale=scale, positions=jnp.arange(dims.q_len))
+    kv_valid = None if kv_valid is None else kv_valid[:, None, :]
+    if is_causal and phi.name == "favor":
+        fk = phi.log_favor(phi.prepare(k_BKSH, scale), valid=kv_valid)
+        num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, log_keys=True)
+    elif is_causal:
+        fk = phi(k_BKSH, is_query=False, positions=jnp.arange(dims.kv_len), valid=kv_valid)
+        num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size)
+    else:
+        fk = phi(
+            k_BKSH, is_query=False, scale=scale, positions=jnp.arange(dims.kv_len), valid=kv_valid
+        )
+        num, den = _bidirectional(fq, fk, v_BKSV)
+    out = normalise(num, den)
+    q_valid = _positions_valid(q_lengths, dims.q_len)
+    if q_valid is not None:
+        out = jnp.where(q_valid[:, None, None, :, None], out, 0.0)
+    return contract.seq_major_output(out).astype(query.dtype)
+
+
+def resolve_feature_map(kind, feature_map_or_name, dims) -> FeatureMap:
+    phi = feature_map_or_name
+    if isinstance(phi, str):
+        if phi == "favor":
+            raise ValueError(
+                f"{kind}: feature map 'favor' needs a projection; use kind 'performer' or pass "
+                "ops.feature_map('favor', projection=...)."
+            )
+        phi = feature_map(phi)
+    if not isinstance(phi, FeatureMap):
+        raise ValueError(
+            f"{kind}: feature_map must be a name or ops.feature_map(...); got {phi!r}."
+        )
+    if phi.name == "favor" and phi.projection.shape[-1] != dims.head_dim:
+        raise ValueError(
+            f"{kind}: favor projection {phi.projection.shape} does not match head_dim "
+            f"{dims.head_dim}; it must be [num_features, {dims.head_dim}]."
+        )
+    if phi.name == "cosformer":
+        longest = max(dims.q_len, dims.kv_len)
+        if phi.max_len is None:
+            phi = FeatureMap("cosformer", max_len=longest)
+        elif phi.max_len < longest:
+            raise ValueError(
+                f"cosformer: max_len ({phi.max_len}) must be >= the sequence length ({longest}) "
+                "so that the re-weighting cos(pi/2 (i - j) / max_len) stays non-negative."
+            )
+    return phi
+
+
+def performer(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    *,
+    projection: jax.Array | None = None,
+    num_features: int = DEFAULT_FAVOR_FEATURES,
+    **kwargs,
+):
+    """Performer (FAVOR+) attention: `linear` with positive orthogonal random features.
+
+    Args:
+      query, key, value, bias, mask, **kwargs: as in `linear`.
+      projection: [num_features, H] random features; default `favor_projection(key(0), ...)`,
+        fixed, so calls are reproducible; pass a fresh one to redraw.
+      num_features: size of the default projection.
+    """
+    if projection is None:
+        projection = favor_projection(jax.random.key(0), num_features, query.shape[-1])
+    phi = feature_map("favor", projection=projection)
+    return linear(query, key, value, bias, mask, feature_map=phi, kind="performer", **kwargs)
+
+
+def based(query, key, value, bias=None, mask=None, **kwargs):
+    """Based's linear attention: `linear` with the 2nd-order Taylor features of exp.
+
+    Features are 1 + H + H^2 long, so project to a small head_dim (16 in the paper) first.
+    """
+    return linear(query, key, value, bias, mask, feature_map="taylor", kind="based", **kwargs)
+
+
+def cosformer(query, key, value, bias=None, mask=None, *, max_len: int | None = None, **kwargs):
+    """cosFormer: relu features with cos re-weighting, relu(q_i).relu(k_j) cos(pi/2 (i-j)/M).
+
+    Args:
+      max_len: M; default max(T, S). Fix it when decoding so parallel and step forms agree.
+    """
+    phi = feature_map("cosformer", max_len=max_len)
+    return linear(query, key, value, bias, mask, feature_map=phi, kind="cosformer", **kwargs)
+
+
+def every_pair_pattern(q_len: int, kv_len: int, **params) -> np.ndarray:
+    """Linear kinds re-weight every pair rather than dropping any: all pairs pass."""
+    del params
+    return np.ones((q_len, kv_len), bool)
