@@ -50,6 +50,13 @@ def _dot_general_flops(eqn) -> int:
     return 2 * _size(eqn.outvars[0].aval) * contracted
 
 
+def _qr_flops(shape) -> int:
+    """Householder QR of [..., m, n]: 2 m n^2 - 2 n^3 / 3 per matrix (m >= n), Q formed too."""
+    *batch, m, n = shape
+    k = min(m, n)
+    return 2 * math.prod(batch) * (2 * m * n * k - 2 * k**3 // 3)
+
+
 def _sub_jaxprs(params):
     for value in params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -70,6 +77,8 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> int:
             total += sum(_size(v.aval) for v in eqn.outvars)
         elif name in _REDUCTIONS:
             total += _size(eqn.invars[0].aval)
+        elif name == "qr":
+            total += _qr_flops(eqn.invars[0].aval.shape)
         elif name == "scan":
             total += eqn.params["length"] * jaxpr_flops(eqn.params["jaxpr"].jaxpr)
         elif name == "cond":

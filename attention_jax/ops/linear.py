@@ -13,6 +13,8 @@ Kinds: `linear` (any feature map, default elu), `performer` (favor), `based` (ta
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -252,6 +254,14 @@ def resolve_feature_map(kind, feature_map_or_name, dims) -> FeatureMap:
     return phi
 
 
+@functools.lru_cache(maxsize=32)
+def _default_projection(num_features: int, head_dim: int) -> jax.Array:
+    # Drawn once, eagerly even inside jit, so a jitted step embeds a constant instead of
+    # re-running the QR on every call.
+    with jax.ensure_compile_time_eval():
+        return favor_projection(jax.random.key(0), num_features, head_dim)
+
+
 def performer(
     query,
     key,
@@ -272,7 +282,7 @@ def performer(
       num_features: size of the default projection.
     """
     if projection is None:
-        projection = favor_projection(jax.random.key(0), num_features, query.shape[-1])
+        projection = _default_projection(num_features, query.shape[-1])
     phi = feature_map("favor", projection=projection)
     return linear(query, key, value, bias, mask, feature_map=phi, kind="performer", **kwargs)
 
