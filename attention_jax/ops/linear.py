@@ -209,14 +209,14 @@ def linear(
     if is_causal and phi.name == "favor":
         fk = phi.log_favor(phi.prepare(k_BKSH, scale), valid=kv_valid)
         num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, log_keys=True)
-    elif is_causal:
-        fk = phi(k_BKSH, is_query=False, positions=jnp.arange(dims.kv_len), valid=kv_valid)
-        num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size)
     else:
         fk = phi(
             k_BKSH, is_query=False, scale=scale, positions=jnp.arange(dims.kv_len), valid=kv_valid
         )
-        num, den = _bidirectional(fq, fk, v_BKSV)
+        if is_causal:
+            num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size)
+        else:
+            num, den = _bidirectional(fq, fk, v_BKSV)
     out = normalise(num, den)
     q_valid = _positions_valid(q_lengths, dims.q_len)
     if q_valid is not None:
