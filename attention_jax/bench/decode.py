@@ -42,6 +42,12 @@ def _state_after(position: int, shape: Shape, feature_map, key) -> ops.LinearSta
     )
 
 
+@jax.jit
+def kv_cache_step(q_t, k_cache, v_cache):
+    """Softmax decoding of one query [B, N, H] over a KV cache [B, position, K, H]."""
+    return jax.nn.dot_product_attention(q_t[:, None], k_cache, v_cache)[:, 0]
+
+
 def measure_decode(
     positions, shape: Shape, *, feature_map="elu", warmup: int = 2, repeats: int = 20
 ) -> list[DecodeCost]:
@@ -53,10 +59,6 @@ def measure_decode(
     k_t, v_t = (jax.random.normal(x, (B, K, H), dtype) for x in (kk, kv))
     linear_step = jax.jit(lambda s, q, k, v: ops.linear_step(s, q, k, v, feature_map=feature_map))
 
-    @jax.jit
-    def cache_step(q, k_cache, v_cache):
-        return jax.nn.dot_product_attention(q[:, None], k_cache, v_cache)[:, 0]
-
     rows = []
     for position in positions:
         state = _state_after(position, shape, feature_map, kstate)
@@ -67,7 +69,9 @@ def measure_decode(
             DecodeCost(
                 position,
                 median_seconds(linear_step, state, q_t, k_t, v_t, warmup=warmup, repeats=repeats),
-                median_seconds(cache_step, q_t, k_cache, v_cache, warmup=warmup, repeats=repeats),
+                median_seconds(
+                    kv_cache_step, q_t, k_cache, v_cache, warmup=warmup, repeats=repeats
+                ),
             )
         )
     return rows
