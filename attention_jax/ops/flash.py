@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from attention_jax.ops import contract, masks
+from attention_jax.ops.carry import varying_like
 
 DEFAULT_BLOCK_Q = 512
 DEFAULT_BLOCK_KV = 512
@@ -77,17 +78,6 @@ def _block(x, index, size, axis):
 
 def _put(x, update, index, size, axis):
     return lax.dynamic_update_slice_in_dim(x, update, index * size, axis=axis)
-
-
-def _varying_like(carry, *inputs):
-    """Gives fresh loop-carry values the per-device variance of the inputs (for shard_map).
-
-    Under `shard_map` a scan carry must vary over the same mesh axes on entry and exit; constants
-    start invariant while the loop mixes in sharded inputs. Adding a zero derived from every
-    input (`zeros_like` keeps variance) fixes that and is a no-op everywhere else.
-    """
-    zero = sum(jnp.zeros_like(x, jnp.int32, shape=()) for x in jax.tree.leaves(inputs))
-    return jax.tree.map(lambda c: c + zero, carry)
 
 
 def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, enabled, block_q, block_kv):
@@ -160,7 +150,7 @@ def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, pairs, block_q, block_kv):
         # +inf log-sum-exp makes the backward pass see zero probability in empty rows.
         jnp.full((B, K, G, Tp), jnp.inf, acc),
     )
-    init = _varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec)
+    init = varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec)
     (*_, out_BKGTH, lse_BKGT), _ = lax.scan(step, init, pairs)
     return out_BKGTH, lse_BKGT
 
@@ -216,7 +206,7 @@ def _backward(
         jnp.zeros(v_BKSH.shape, acc),
         None if bias is None else jnp.zeros(bias.shape, acc),
     )
-    init = _varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec, d_out)
+    init = varying_like(init, q_BKGTH, k_BKSH, v_BKSH, bias, spec, d_out)
     (_, _, dq, dk, dv, dbias), _ = lax.scan(step, init, pairs)
     return (
         dq.astype(dtype),

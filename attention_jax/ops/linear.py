@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 
 from attention_jax.ops import contract
+from attention_jax.ops.carry import varying_like
 from attention_jax.ops.feature_maps import (
     SCALED,
     FeatureMap,
@@ -126,6 +127,7 @@ def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False):
         jnp.zeros((B, K, F), acc),
         jnp.full((B, K, 1, 1), -jnp.inf, acc),
     )
+    init = varying_like(init, fq, fk, v)
     xs = (_chunk(fq, 3, chunk), _chunk(fk, 2, chunk), _chunk(v, 2, chunk))
     _, (num, den) = lax.scan(step, init, xs)
     # [chunks, B, K, G, C, ...] -> [B, K, G, T, ...]
