@@ -1,5 +1,6 @@
-"""Flax NNX building blocks around the attention ops: positions (more to come: attention, MoE)."""
+"""Flax NNX building blocks around the attention ops: attention and positions."""
 
+from attention_jax.layers.attention import MultiHeadAttention
 from attention_jax.layers.positional import (
     LearnedPositions,
     alibi_bias,
@@ -10,6 +11,7 @@ from attention_jax.layers.positional import (
 
 __all__ = [
     "LearnedPositions",
+    "MultiHeadAttention",
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",

@@ -1,0 +1,190 @@
+"""Multi-head attention whose attention is any registered kind, chosen by one string.
+
+The module owns what the pure ops take as explicit arguments: projections, Performer features
+(redrawable), Linformer projections (learned) and the BigBird seed (fixed at init). Decoding
+caches come in a later change; this module computes full sequences.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attention_jax import ops
+from attention_jax.layers import positional
+
+POSITIONS = (None, "rope", "alibi")
+DEFAULT_LINFORMER_MAX_LEN = 512
+# Kinds whose pattern needs a parameter get a default a researcher would start from.
+DEFAULT_KIND_PARAMS = {
+    "local": {"local_window_size": (128, 128)},
+    "longformer": {"local_window_size": (128, 128), "global_positions": (0,)},
+}
+# Also filled in per call: strided's stride (about sqrt(kv_len)) and block_sparse's layout (a
+# band of three blocks), which depend on the sequence length.
+
+
+def _banded_layout(q_len: int, kv_len: int, block_size: int) -> np.ndarray:
+    """block_sparse's default layout: each query block with its key block and both neighbours."""
+    rows = np.arange(-(-q_len // block_size))[:, None]
+    cols = np.arange(-(-kv_len // block_size))[None, :]
+    return np.abs(rows - cols) <= 1
+
+
+class FeatureProjection(nnx.Variable):
+    """Random features of a kernelized kind: state, but not trained."""
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention over [B, T, D] inputs with `kind` from the ops registry.
+
+    Args:
+      in_features: D of the inputs (and of the context for cross attention).
+      num_heads: query heads N.
+      num_kv_heads: K; N % K == 0 (GQA/MQA). Default N.
+      head_dim: H; default in_features // num_heads.
+      kind: a name from `ops.names()`.
+      kind_params: keyword arguments of the kind (e.g. {'block_size': 64} for bigbird).
+      positions: None, 'rope' (rotates q and k) or 'alibi' (a bias; only for kinds taking one).
+      max_len: linformer only: length of its learned projections (shorter inputs use a prefix).
+      dropout_rate: dropout on the output projection's input.
+      qk_norm: RMS-normalise queries and keys per head before attention.
+      use_bias: biases in the projections.
+      dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
+      rngs: parameter (and dropout) randomness.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kind: str = "dense",
+        kind_params: dict | None = None,
+        positions: str | None = None,
+        max_len: int = DEFAULT_LINFORMER_MAX_LEN,
+        dropout_rate: float = 0.0,
+        qk_norm: bool = False,
+        use_bias: bool = True,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.op = ops.get(kind)  # ValueError listing the kinds for an unknown name
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"MultiHeadAttention: num_heads ({num_heads}) must be a positive multiple of "
+                f"num_kv_heads ({num_kv_heads})."
+            )
+        head_dim = in_features // num_heads if head_dim is None else head_dim
+        if head_dim < 1:
+            raise ValueError(f"MultiHeadAttention: head_dim must be positive; got {head_dim}.")
+        if positions not in POSITIONS:
+            raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
+        self.kind, self.positions = kind, positions
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **(kind_params or {})}
+        self.dtype = dtype
+        linear = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.query = nnx.LinearGeneral(in_features, (num_heads, head_dim), **linear)
+        self.key = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
+        self.value = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
+        self.out = nnx.LinearGeneral((num_heads, head_dim), in_features, axis=(-2, -1), **linear)
+        self.q_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
+        self.k_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
+        features = None
+        if kind == "performer" and "projection" not in self.kind_params:
+            self.num_features = self.kind_params.pop("num_features", 256)
+            features = FeatureProjection(
+                ops.favor_projection(rngs.params(), self.num_features, head_dim)
+            )
+        self.features = features
+        linformer_e = linformer_f = None
+        if kind == "linformer":
+            projected = self.kind_params.pop("projected_len", 256)
+            init = nnx.initializers.normal(1.0 / math.sqrt(projected))
+            linformer_e = nnx.Param(init(rngs.params(), (projected, max_len), param_dtype))
+            linformer_f = nnx.Param(init(rngs.params(), (projected, max_len), param_dtype))
+        self.linformer_e, self.linformer_f = linformer_e, linformer_f
+        if kind == "bigbird" and "seed" not in self.kind_params:
+            # Drawn once, concretely: the layout picks the computed blocks at trace time.
+            self.kind_params["seed"] = int(jax.random.randint(rngs.params(), (), 0, 2**31 - 1))
+
+    def redraw(self, key: jax.Array) -> None:
+        """Draws fresh Performer features (the caller decides when, e.g. every N steps)."""
+        if self.features is None:
+            raise ValueError(f"redraw: kind {self.kind!r} has no random features to redraw.")
+        self.features[...] = ops.favor_projection(key, self.num_features, self.head_dim)
+
+    def _variant_params(self, q_len: int, kv_len: int) -> dict:
+        params = dict(self.kind_params)
+        if self.features is not None:
+            params["projection"] = self.features[...]
+        if self.linformer_e is not None:
+            if kv_len > self.linformer_e.shape[1]:
+                raise ValueError(
+                    f"MultiHeadAttention(linformer): kv length {kv_len} exceeds max_len "
+                    f"{self.linformer_e.shape[1]}; build the layer with a larger max_len."
+                )
+            params["key_projection"] = self.linformer_e[:, :kv_len]
+            params["value_projection"] = self.linformer_f[:, :kv_len]
+        if self.kind == "strided" and "stride" not in params:
+            params["stride"] = max(1, math.isqrt(kv_len))
+        if self.kind == "block_sparse" and "layout" not in params:
+            params["layout"] = _banded_layout(q_len, kv_len, params.get("block_size", 64))
+        return params
+
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        *,
+        mask: jax.Array | None = None,
+        is_causal: bool = False,
+        query_seq_lengths: jax.Array | None = None,
+        key_value_seq_lengths: jax.Array | None = None,
+        query_positions: jax.Array | None = None,
+        key_positions: jax.Array | None = None,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
+        """Attends x [B, T, D] to itself, or to `context` [B, S, D]; returns [B, T, D].
+
+        Args:
+          mask: optional bool broadcastable to [B, N, T, S], for kinds that take one.
+          is_causal, query_seq_lengths, key_value_seq_lengths: as in the op contract.
+          query_positions, key_positions: int [B, T] / [B, S] for RoPE; default 0..T-1, 0..S-1.
+          deterministic: disables dropout; default: the module's dropout setting.
+        """
+        context = x if context is None else context
+        q, k, v = self.query(x), self.key(context), self.value(context)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        T, S = q.shape[1], k.shape[1]
+        bias = None
+        if self.positions == "rope":
+            q_pos = jnp.arange(T) if query_positions is None else query_positions
+            k_pos = jnp.arange(S) if key_positions is None else key_positions
+            q, k = positional.apply_rope(q, q_pos), positional.apply_rope(k, k_pos)
+        elif self.positions == "alibi":
+            bias = positional.alibi_bias(self.num_heads, T, S).astype(q.dtype)
+        out = self.op(
+            q,
+            k,
+            v,
+            bias,
+            mask,
+            is_causal=is_causal,
+            query_seq_lengths=query_seq_lengths,
+            key_value_seq_lengths=key_value_seq_lengths,
+            **self._variant_params(T, S),
+        )
+        return self.out(self.dropout(out, deterministic=deterministic))
