@@ -16,6 +16,7 @@ from flax import nnx
 
 from attention_jax import ops
 from attention_jax.layers import positional
+from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 
 POSITIONS = (None, "rope", "alibi")
 DEFAULT_LINFORMER_MAX_LEN = 512
@@ -103,7 +104,7 @@ class MultiHeadAttention(nnx.Module):
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
         features = None
         if kind == "performer" and "projection" not in self.kind_params:
-            self.num_features = self.kind_params.pop("num_features", 256)
+            self.num_features = self.kind_params.pop("num_features", DEFAULT_FAVOR_FEATURES)
             features = FeatureProjection(
                 ops.favor_projection(rngs.params(), self.num_features, head_dim)
             )

@@ -13,8 +13,6 @@ Kinds: `linear` (any feature map, default elu), `performer` (favor), `based` (ta
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +27,7 @@ from attention_jax.ops.feature_maps import (
     feature_map,
     finite_max,
 )
+from attention_jax.ops.fixed_draws import drawn_once
 
 DEFAULT_CHUNK = 128
 DEFAULT_FAVOR_FEATURES = 256
@@ -183,12 +182,9 @@ def linear(
         key_value_segment_ids=key_value_segment_ids,
     )
     dims = contract.check_qkv(kind, query, key, value)
-    phi = resolve_feature_map(kind, feature_map, dims)
-    if scale is not None and phi.name not in SCALED:
-        raise ValueError(
-            f"{kind}: feature map {phi.name!r} has no logit scale; leave scale=None (it applies "
-            f"to {SCALED})."
-        )
+    phi = resolve_feature_map(
+        kind, feature_map, dims.head_dim, seq_len=max(dims.q_len, dims.kv_len), scale=scale
+    )
     chunk_size = _check_chunk(kind, chunk_size)
     if not isinstance(is_causal, (bool, np.bool_)):
         raise ValueError(f"{kind}: is_causal must be a Python bool; got {is_causal!r}.")
@@ -226,7 +222,12 @@ def linear(
     return contract.seq_major_output(out).astype(query.dtype)
 
 
-def resolve_feature_map(kind, feature_map_or_name, dims) -> FeatureMap:
+def resolve_feature_map(kind, feature_map_or_name, head_dim: int, *, seq_len=None, scale=None):
+    """The FeatureMap for a call, checked against head_dim, the sequence length and the scale.
+
+    `seq_len` is the longest of q_len and kv_len, or None when decoding (no length yet), in
+    which case cosformer must bring its own max_len.
+    """
     phi = feature_map_or_name
     if isinstance(phi, str):
         if phi == "favor":
@@ -239,29 +240,30 @@ def resolve_feature_map(kind, feature_map_or_name, dims) -> FeatureMap:
         raise ValueError(
             f"{kind}: feature_map must be a name or ops.feature_map(...); got {phi!r}."
         )
-    if phi.name == "favor" and phi.projection.shape[-1] != dims.head_dim:
+    if scale is not None and phi.name not in SCALED:
+        raise ValueError(
+            f"{kind}: feature map {phi.name!r} has no logit scale; leave scale=None (it applies "
+            f"to {SCALED})."
+        )
+    if phi.name == "favor" and phi.projection.shape[-1] != head_dim:
         raise ValueError(
             f"{kind}: favor projection {phi.projection.shape} does not match head_dim "
-            f"{dims.head_dim}; it must be [num_features, {dims.head_dim}]."
+            f"{head_dim}; it must be [num_features, {head_dim}]."
         )
-    if phi.name == "cosformer":
-        longest = max(dims.q_len, dims.kv_len)
-        if phi.max_len is None:
-            phi = FeatureMap("cosformer", max_len=longest)
-        elif phi.max_len < longest:
+    if phi.name == "cosformer" and phi.max_len is None:
+        if seq_len is None:
             raise ValueError(
-                f"cosformer: max_len ({phi.max_len}) must be >= the sequence length ({longest}) "
-                "so that the re-weighting cos(pi/2 (i - j) / max_len) stays non-negative."
+                f"{kind}: cosformer decoding needs ops.feature_map('cosformer', max_len=M): "
+                "positions are re-weighted by cos(pi/2 (i - j) / M), and M must be fixed before "
+                "the first token (use the same M in the parallel form)."
             )
+        phi = FeatureMap("cosformer", max_len=seq_len)
+    elif phi.name == "cosformer" and seq_len is not None and phi.max_len < seq_len:
+        raise ValueError(
+            f"cosformer: max_len ({phi.max_len}) must be >= the sequence length ({seq_len}) "
+            "so that the re-weighting cos(pi/2 (i - j) / max_len) stays non-negative."
+        )
     return phi
-
-
-@functools.lru_cache(maxsize=32)
-def _default_projection(num_features: int, head_dim: int) -> jax.Array:
-    # Drawn once, eagerly even inside jit, so a jitted step embeds a constant instead of
-    # re-running the QR on every call.
-    with jax.ensure_compile_time_eval():
-        return favor_projection(jax.random.key(0), num_features, head_dim)
 
 
 def performer(
@@ -272,7 +274,7 @@ def performer(
     mask=None,
     *,
     projection: jax.Array | None = None,
-    num_features: int = DEFAULT_FAVOR_FEATURES,
+    num_features: int | None = None,
     **kwargs,
 ):
     """Performer (FAVOR+) attention: `linear` with positive orthogonal random features.
@@ -281,10 +283,17 @@ def performer(
       query, key, value, bias, mask, **kwargs: as in `linear`.
       projection: [num_features, H] random features; default `favor_projection(key(0), ...)`,
         fixed, so calls are reproducible; pass a fresh one to redraw.
-      num_features: size of the default projection.
+      num_features: size of the default projection (256 when neither is given); with an
+        explicit projection it must match its first dimension.
     """
     if projection is None:
-        projection = _default_projection(num_features, query.shape[-1])
+        num_features = DEFAULT_FAVOR_FEATURES if num_features is None else num_features
+        projection = drawn_once(favor_projection, num_features, query.shape[-1])
+    elif num_features is not None and num_features != jnp.shape(projection)[0]:
+        raise ValueError(
+            f"performer: num_features={num_features} but the projection has "
+            f"{jnp.shape(projection)[0]} rows; pass one or the other."
+        )
     phi = feature_map("favor", projection=projection)
     return linear(query, key, value, bias, mask, feature_map=phi, kind="performer", **kwargs)
 

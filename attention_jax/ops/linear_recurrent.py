@@ -14,8 +14,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from attention_jax.ops import contract
-from attention_jax.ops.feature_maps import SCALED, FeatureMap
 from attention_jax.ops.linear import normalise, resolve_feature_map
 
 
@@ -27,7 +25,8 @@ class LinearState:
       kv: [B, K, F, Hv] sum of phi(k) v^T (times exp(-key_shift) for favor).
       normaliser: [B, K, F] sum of phi(k) (same scaling).
       position: [B] int32, tokens seen so far (cosformer's positions).
-      key_shift: [B, K] running max of favor's key log-features (0 for other maps).
+      key_shift: [B, K] running max of favor's key log-features (-inf before the first token;
+        unused by the other maps).
     """
 
     kv: jax.Array
@@ -39,18 +38,6 @@ class LinearState:
 jax.tree_util.register_dataclass(
     LinearState, data_fields=["kv", "normaliser", "position", "key_shift"], meta_fields=[]
 )
-
-
-def _step_feature_map(caller: str, feature_map, head_dim: int) -> FeatureMap:
-    """The feature map for decoding; cosformer must come with its max_len."""
-    name = feature_map if isinstance(feature_map, str) else getattr(feature_map, "name", None)
-    if name == "cosformer" and getattr(feature_map, "max_len", None) is None:
-        raise ValueError(
-            f"{caller}: cosformer decoding needs ops.feature_map('cosformer', max_len=M): "
-            "positions are re-weighted by cos(pi/2 (i - j) / M), and M must be fixed before the "
-            "first token (use the same M in the parallel form)."
-        )
-    return resolve_feature_map(caller, feature_map, contract.Dims(1, 1, 1, 1, 1, head_dim))
 
 
 def linear_state_init(
@@ -72,7 +59,7 @@ def linear_state_init(
       value_dim: Hv, default head_dim.
       dtype: state dtype; float32 (or wider) whatever the activations are.
     """
-    phi = _step_feature_map("linear_state_init", feature_map, head_dim)
+    phi = resolve_feature_map("linear_state_init", feature_map, head_dim)
     features = phi.num_features(head_dim)
     value_dim = head_dim if value_dim is None else value_dim
     return LinearState(
@@ -112,14 +99,12 @@ def linear_step(
             f"v_t [{B}, {K}, {Hv}] to match the state; got {q_t.shape}, {k_t.shape}, "
             f"{v_t.shape}."
         )
-    phi = _step_feature_map("linear_step", feature_map, H)
+    phi = resolve_feature_map("linear_step", feature_map, H, scale=scale)
     if phi.num_features(H) != F:
         raise ValueError(
             f"linear_step: feature map {phi.name!r} gives {phi.num_features(H)} features but "
             f"the state holds {F}; build the state with the same feature map."
         )
-    if scale is not None and phi.name not in SCALED:
-        raise ValueError(f"linear_step: feature map {phi.name!r} has no logit scale.")
     acc = state.kv.dtype
     positions = state.position[:, None]  # [B, 1], broadcast over heads
     kv, normaliser, key_shift = state.kv, state.normaliser, state.key_shift

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from attention_jax.ops import contract
 from attention_jax.ops.dense import dense
+from attention_jax.ops.fixed_draws import drawn_once
 
 DEFAULT_PROJECTED_LEN = 256
 
@@ -55,7 +56,8 @@ def linformer(
       value: [B, S, K, Hv].
       bias, mask, local_window_size, segment ids: refused: they address keys the projection
         has mixed together.
-      key_projection: E [k, S]; default `linformer_projection(key(0), projected_len, S)`.
+      key_projection: E [k, S]; default `linformer_projection(key(0), projected_len, S)`, drawn
+        once and reused.
       value_projection: F [k, S]; default E (the paper's shared-projection variant).
       projected_len: k of the default projection.
       scale: logit scale, default 1/sqrt(H).
@@ -85,7 +87,7 @@ def linformer(
         )
     dims = contract.check_qkv("linformer", query, key, value)
     if key_projection is None:
-        key_projection = linformer_projection(jax.random.key(0), projected_len, dims.kv_len)
+        key_projection = drawn_once(linformer_projection, projected_len, dims.kv_len)
     value_projection = key_projection if value_projection is None else value_projection
     _check_projection("key_projection", key_projection, dims.kv_len)
     _check_projection("value_projection", value_projection, dims.kv_len)

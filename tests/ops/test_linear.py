@@ -576,3 +576,25 @@ def test_causal_memory_is_linear_in_length():
     assert large <= 4.5 * small, (small, large)
     # A single float32 [n, n] score matrix (one head) would be 268 MB; stay far below it.
     assert large < 8192 * 8192 * 4 / 8, large
+
+
+def test_default_projections_are_fixed_constants_not_redrawn_per_call():
+    """performer's and linformer's defaults are drawn once: no RNG or QR runs inside the step."""
+    x = jnp.ones((1, 12, 2, 8))
+    for op in (lambda q: ops.performer(q, q, q), lambda q: ops.linformer(q, q, q)):
+        program = str(jax.make_jaxpr(op)(x))  # printed with every nested sub-program
+        assert not any(name in program for name in ("random_bits", "threefry2x32", "qr["))
+        np.testing.assert_array_equal(jax.jit(op)(x), op(x))
+    np.testing.assert_allclose(
+        ops.performer(x, x, x),
+        ops.performer(x, x, x, projection=ops.favor_projection(jax.random.key(0), 256, 8)),
+        rtol=1e-6,
+    )
+
+
+def test_performer_refuses_num_features_that_contradict_the_projection():
+    x = jnp.ones((1, 4, 2, 8))
+    with pytest.raises(ValueError, match="num_features"):
+        ops.performer(
+            x, x, x, projection=ops.favor_projection(jax.random.key(0), 16, 8), num_features=32
+        )
