@@ -91,3 +91,26 @@ def test_rope_and_alibi_positions():
 def test_bad_configuration_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         layers.MultiHeadAttention(D, N, rngs=nnx.Rngs(0), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kind, kind_params",
+    [
+        ("local", {"local_window_size": (3, 2)}),
+        ("longformer", {"local_window_size": (2, 2)}),
+        ("block_sparse", {"block_size": 8}),
+        ("strided", {}),
+        ("bigbird", {"block_size": 8, "num_global_blocks": 1, "num_random_blocks": 1}),
+    ],
+)
+def test_sparse_layer_equals_dense_with_the_pattern_it_uses(kind, kind_params):
+    """The parameters the layer fills in (stride, layout, seed) describe what it computes."""
+    layer = layers.MultiHeadAttention(D, N, kind=kind, kind_params=kind_params, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 40, D))
+    params = layer._variant_params(40, 40)
+    pattern = ops.pattern_mask(kind, 40, 40, **params)
+    want = ops.dense(
+        layer.query(x), layer.key(x), layer.value(x), mask=jnp.asarray(pattern)[None, None]
+    )
+    np.testing.assert_allclose(layer(x), layer.out(want), atol=1e-5, rtol=1e-5)
+    assert not pattern.all()
