@@ -2,7 +2,7 @@
 
 The module owns what the pure ops take as explicit arguments: projections, Performer features
 (redrawable), Linformer projections (learned) and the BigBird seed (fixed at init). Decoding
-caches come in a later change; this module computes full sequences.
+caches (`init_cache`, then `decode=True`) are in `decoding.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import numpy as np
 from flax import nnx
 
 from attention_jax import ops
-from attention_jax.layers import positional
+from attention_jax.layers import decoding, positional
+from attention_jax.ops import contract
 from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 
 POSITIONS = (None, "rope", "alibi")
-DEFAULT_LINFORMER_MAX_LEN = 512
+DEFAULT_MAX_LEN = 512
 # Kinds whose pattern needs a parameter get a default a researcher would start from.
 DEFAULT_KIND_PARAMS = {
     "local": {"local_window_size": (128, 128)},
@@ -51,7 +52,8 @@ class MultiHeadAttention(nnx.Module):
       kind: a name from `ops.names()`.
       kind_params: keyword arguments of the kind (e.g. {'block_size': 64} for bigbird).
       positions: None, 'rope' (rotates q and k) or 'alibi' (a bias; only for kinds taking one).
-      max_len: linformer only: length of its learned projections (shorter inputs use a prefix).
+      max_len: longest sequence for linformer's learned projections (shorter inputs use a
+        prefix) and cosformer's re-weighting horizon M (fixed, so decoding matches training).
       dropout_rate: dropout on the output projection's input.
       qk_norm: RMS-normalise queries and keys per head before attention.
       use_bias: biases in the projections.
@@ -69,7 +71,7 @@ class MultiHeadAttention(nnx.Module):
         kind: str = "dense",
         kind_params: dict | None = None,
         positions: str | None = None,
-        max_len: int = DEFAULT_LINFORMER_MAX_LEN,
+        max_len: int = DEFAULT_MAX_LEN,
         dropout_rate: float = 0.0,
         qk_norm: bool = False,
         use_bias: bool = True,
@@ -92,7 +94,11 @@ class MultiHeadAttention(nnx.Module):
         self.kind, self.positions = kind, positions
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **(kind_params or {})}
+        if kind == "cosformer":
+            self.kind_params.setdefault("max_len", max_len)
         self.dtype = dtype
+        self.cache = nnx.data(None)  # set by init_cache
+        self.cache_max_len = 0
         linear = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.query = nnx.LinearGeneral(in_features, (num_heads, head_dim), **linear)
         self.key = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
@@ -144,6 +150,96 @@ class MultiHeadAttention(nnx.Module):
             params["layout"] = _banded_layout(q_len, kv_len, params.get("block_size", 64))
         return params
 
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
+        """Empties (or creates) the decoding state for `batch` sequences of up to max_len tokens.
+
+        Length-dependent defaults (strided's stride, block_sparse's band, bigbird's random
+        blocks) follow max_len while decoding; set them in kind_params to pin them.
+        """
+        how = decoding.strategy(self.kind)  # ValueError for a kind that cannot decode
+        if batch < 1 or max_len < 1:
+            raise ValueError(
+                f"init_cache: batch and max_len must be positive; got {batch}, {max_len}."
+            )
+        dtype = dtype or self.dtype or self.query.kernel.dtype
+        if how == "recurrent":
+            if self.kind == "cosformer" and max_len > self.kind_params["max_len"]:
+                raise ValueError(
+                    f"init_cache: cosformer's horizon max_len={self.kind_params['max_len']} is "
+                    f"shorter than {max_len}; build the layer with max_len >= {max_len}."
+                )
+            state = ops.linear_state_init(
+                batch, self.num_kv_heads, self.head_dim, feature_map=self._feature_map()
+            )
+        else:
+            size = max_len if how == "kv" else max(self._window()[0], 1)
+            heads = (batch, size, self.num_kv_heads, self.head_dim)
+            state = decoding.kv_cache_init(*heads, self.head_dim, dtype)
+        self.cache = nnx.Cache(state)
+        self.cache_max_len = max_len
+
+    def _window(self) -> tuple[int, int] | None:
+        window = self.kind_params.get("local_window_size")
+        return contract.check_window(self.kind, window) if window is not None else None
+
+    def _feature_map(self):
+        """The feature map the kernelized kind applies, for its recurrent form."""
+        if self.kind == "performer":
+            projection = self.kind_params.get("projection")
+            return ops.feature_map(
+                "favor", projection=projection if self.features is None else self.features[...]
+            )
+        if self.kind == "cosformer":
+            return ops.feature_map("cosformer", max_len=self.kind_params["max_len"])
+        return {"based": "taylor"}.get(self.kind, self.kind_params.get("feature_map", "elu"))
+
+    def _pattern(self, size: int) -> np.ndarray | None:
+        """The causal pattern at full length for sparse kinds that decode from a full cache."""
+        if self.kind in ("dense", "flash", "local"):
+            return None
+        params = self._variant_params(size, size)
+        if self.kind == "bigbird":
+            params.update(is_causal=True, num_heads=self.num_heads)
+        return ops.pattern_mask(self.kind, size, size, **params)
+
+    def _decode(self, q, k, v):
+        """Attends new tokens q/k/v [B, T, ., H] to the decoding state and advances it."""
+        if self.cache is None:
+            raise ValueError("decode=True needs a decoding state: call init_cache(batch, max_len).")
+        state = self.cache.get_value()
+        T = q.shape[1]
+        how = decoding.strategy(self.kind)
+        index = state.position[0] if how == "recurrent" else state.index
+        if not isinstance(index, jax.core.Tracer) and int(index) + T > self.cache_max_len:
+            raise ValueError(
+                f"decode: {int(index)} tokens cached + {T} new exceeds init_cache's max_len "
+                f"{self.cache_max_len}; call init_cache with a larger max_len."
+            )
+        if self.positions == "rope":
+            positions = index + jnp.arange(T)
+            q, k = positional.apply_rope(q, positions), positional.apply_rope(k, positions)
+        scale = self.kind_params.get("scale")
+        if how == "recurrent":
+            out, state = decoding.recurrent_attend(
+                state, q, k, v, feature_map=self._feature_map(), scale=scale
+            )
+        else:
+            # Sparse kinds carry their window in the pattern (global tokens see past it).
+            window = self._window() if self.kind in ("dense", "flash", "local") else None
+            out, state = decoding.kv_cache_attend(
+                state,
+                q,
+                k,
+                v,
+                ring=how == "window",
+                window_left=None if window is None else window[0],
+                pattern=self._pattern(self.cache_max_len),
+                alibi=self.positions == "alibi",
+                scale=scale,
+            )
+        self.cache.set_value(state)
+        return out
+
     def __call__(
         self,
         x: jax.Array,
@@ -156,6 +252,7 @@ class MultiHeadAttention(nnx.Module):
         query_positions: jax.Array | None = None,
         key_positions: jax.Array | None = None,
         deterministic: bool | None = None,
+        decode: bool = False,
     ) -> jax.Array:
         """Attends x [B, T, D] to itself, or to `context` [B, S, D]; returns [B, T, D].
 
@@ -164,11 +261,30 @@ class MultiHeadAttention(nnx.Module):
           is_causal, query_seq_lengths, key_value_seq_lengths: as in the op contract.
           query_positions, key_positions: int [B, T] / [B, S] for RoPE; default 0..T-1, 0..S-1.
           deterministic: disables dropout; default: the module's dropout setting.
+          decode: x holds the next T tokens of sequences in the decoding state (`init_cache`);
+            attention is causal over everything decoded so far. Self-attention only.
         """
+        if decode:
+            given = dict(
+                context=context,
+                mask=mask,
+                query_seq_lengths=query_seq_lengths,
+                key_value_seq_lengths=key_value_seq_lengths,
+                query_positions=query_positions,
+                key_positions=key_positions,
+            )
+            extra = sorted(name for name, value in given.items() if value is not None)
+            if extra:
+                raise ValueError(
+                    f"decode=True takes the next tokens only; got {extra}. Decode self-attention "
+                    "and call cross attention without decode."
+                )
         context = x if context is None else context
         q, k, v = self.query(x), self.key(context), self.value(context)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if decode:
+            return self.out(self.dropout(self._decode(q, k, v), deterministic=deterministic))
         T, S = q.shape[1], k.shape[1]
         bias = None
         if self.positions == "rope":

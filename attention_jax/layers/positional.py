@@ -56,7 +56,12 @@ def alibi_slopes(num_heads: int) -> jax.Array:
 
 def alibi_bias(num_heads: int, q_len: int, kv_len: int) -> jax.Array:
     """The ALiBi bias [1, num_heads, q_len, kv_len] = -slope * |i - j|, float32."""
-    distance = jnp.abs(jnp.arange(q_len)[:, None] - jnp.arange(kv_len)[None, :])
+    return alibi_bias_at(num_heads, jnp.arange(q_len), jnp.arange(kv_len))
+
+
+def alibi_bias_at(num_heads: int, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    """ALiBi between given positions: [1, num_heads, T, S] for int [T] and [S] (decoding)."""
+    distance = jnp.abs(q_positions[:, None] - k_positions[None, :]).astype(jnp.float32)
     return (-alibi_slopes(num_heads)[:, None, None] * distance)[None]
 
 

@@ -1,0 +1,152 @@
+"""Decoding state for the attention layer: KV caches and the recurrent state of kernelized kinds.
+
+Three strategies, chosen by kind:
+- 'kv': a cache of every past key and value (dense, flash and the sparse kinds, whose pattern
+  row for the new token picks which cached keys it sees); memory O(max_len) per layer.
+- 'window': a ring buffer of the last `left` keys for `local`, so memory and work per token are
+  bounded by the window however long generation runs.
+- 'recurrent': the O(1) state S = sum phi(k) v^T of kernelized kinds (`ops.linear_step`).
+Linformer projects the whole key sequence at once, so it has no causal or incremental form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attention_jax import ops
+from attention_jax.layers import positional
+
+STRATEGIES = {
+    "dense": "kv",
+    "flash": "kv",
+    "block_sparse": "kv",
+    "longformer": "kv",
+    "bigbird": "kv",
+    "strided": "kv",
+    "local": "window",
+    "linear": "recurrent",
+    "performer": "recurrent",
+    "based": "recurrent",
+    "cosformer": "recurrent",
+}
+
+
+def strategy(kind: str) -> str:
+    """'kv', 'window' or 'recurrent'; a ValueError for a kind that cannot decode."""
+    if kind not in STRATEGIES:
+        raise ValueError(
+            f"Kind {kind!r} cannot decode token by token (it has no causal, incremental form); "
+            f"kinds that can: {sorted(STRATEGIES)}."
+        )
+    return STRATEGIES[kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Past keys and values of one attention layer.
+
+    Attributes:
+      key: [B, L, K, H] keys after positions (RoPE) were applied.
+      value: [B, L, K, Hv].
+      slot_positions: int32 [L], the position each slot holds, -1 while empty.
+      index: int32 scalar, the position of the next token.
+    """
+
+    key: jax.Array
+    value: jax.Array
+    slot_positions: jax.Array
+    index: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    KVCache, data_fields=["key", "value", "slot_positions", "index"], meta_fields=[]
+)
+
+
+def kv_cache_init(batch, size, num_kv_heads, head_dim, value_dim, dtype) -> KVCache:
+    """An empty cache of `size` slots."""
+    return KVCache(
+        key=jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
+        value=jnp.zeros((batch, size, num_kv_heads, value_dim), dtype),
+        slot_positions=jnp.full((size,), -1, jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def _visible(q_pos, key_pos, window_left, pattern):
+    """Bool [T, L] or [N, T, L]: which cached keys each new query may see."""
+    ok = (key_pos[None, :] >= 0) & (key_pos[None, :] <= q_pos[:, None])
+    if window_left is not None:
+        ok &= key_pos[None, :] >= q_pos[:, None] - window_left
+    if pattern is not None:
+        # pattern [..., max_len, max_len] is the kind's causal pattern at full length.
+        rows = jnp.take(jnp.asarray(pattern), q_pos, axis=-2)
+        ok = ok & jnp.take(rows, jnp.maximum(key_pos, 0), axis=-1)
+    return ok
+
+
+def kv_cache_attend(
+    cache: KVCache,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    ring: bool,
+    window_left: int | None = None,
+    pattern: np.ndarray | None = None,
+    alibi: bool = False,
+    scale=None,
+) -> tuple[jax.Array, KVCache]:
+    """Attends T new tokens to the cache and themselves (causally); returns (out, new cache).
+
+    Args:
+      cache: the layer's cache.
+      q: [B, T, N, H] new queries at positions index .. index + T - 1 (RoPE applied).
+      k, v: [B, T, K, H] / [B, T, K, Hv] the new tokens' keys and values.
+      ring: the cache is a ring buffer (window kinds): attend to cache + new, then keep the last.
+      window_left: keys older than this many positions are hidden.
+      pattern: bool [max_len, max_len] or [N, max_len, max_len], the kind's pattern.
+      alibi: add ALiBi's -slope * |i - j| from the true positions.
+      scale: logit scale; default 1/sqrt(H).
+    """
+    T, size = q.shape[1], cache.key.shape[1]
+    q_pos = cache.index + jnp.arange(T, dtype=jnp.int32)
+    if ring:
+        keys = jnp.concatenate([cache.key, k.astype(cache.key.dtype)], axis=1)
+        values = jnp.concatenate([cache.value, v.astype(cache.value.dtype)], axis=1)
+        key_pos = jnp.concatenate([cache.slot_positions, q_pos])
+    else:
+        start = (0, cache.index, 0, 0)
+        keys = jax.lax.dynamic_update_slice(cache.key, k.astype(cache.key.dtype), start)
+        values = jax.lax.dynamic_update_slice(cache.value, v.astype(cache.value.dtype), start)
+        key_pos = jax.lax.dynamic_update_slice(cache.slot_positions, q_pos, (cache.index,))
+    visible = _visible(q_pos, key_pos, window_left, pattern)
+    mask = visible[None] if visible.ndim == 3 else visible[None, None]
+    bias = None
+    if alibi:
+        bias = positional.alibi_bias_at(q.shape[2], q_pos, jnp.maximum(key_pos, 0))
+    out = ops.dense(q, keys.astype(q.dtype), values.astype(q.dtype), bias, mask, scale=scale)
+    if ring:
+        # Only the last `size` tokens can be seen again; earlier ones would collide in the ring.
+        kept = min(T, size)
+        slots = q_pos[-kept:] % size
+        keys = cache.key.at[:, slots].set(k[:, -kept:].astype(cache.key.dtype))
+        values = cache.value.at[:, slots].set(v[:, -kept:].astype(cache.value.dtype))
+        key_pos = cache.slot_positions.at[slots].set(q_pos[-kept:])
+    return out, KVCache(keys, values, key_pos, cache.index + T)
+
+
+def recurrent_attend(state: ops.LinearState, q, k, v, *, feature_map, scale=None):
+    """Steps kernelized attention through T new tokens; returns (out [B, T, N, Hv], state)."""
+
+    def step(carry, qkv_t):
+        out_t, carry = ops.linear_step(carry, *qkv_t, feature_map=feature_map, scale=scale)
+        return carry, out_t
+
+    to_time_major = (jnp.swapaxes(x, 0, 1) for x in (q, k, v))
+    state, out_TBNH = jax.lax.scan(step, state, tuple(to_time_major))
+    return jnp.swapaxes(out_TBNH, 0, 1), state
