@@ -11,6 +11,7 @@ from attention_jax.ops.flax_adapter import flax_attention_fn
 from attention_jax.ops.linear import based, cosformer, linear, performer
 from attention_jax.ops.linear_recurrent import LinearState, linear_state_init, linear_step
 from attention_jax.ops.linformer import linformer, linformer_projection
+from attention_jax.ops.maps import attention_map
 from attention_jax.ops.registry import attention, get, names, pattern_mask, register
 from attention_jax.ops.sparse import block_sparse, local, longformer
 from attention_jax.ops.strided import strided
@@ -19,6 +20,7 @@ __all__ = [
     "FeatureMap",
     "LinearState",
     "attention",
+    "attention_map",
     "based",
     "bigbird",
     "bigbird_layout",

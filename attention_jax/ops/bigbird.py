@@ -95,6 +95,7 @@ def bigbird(
     local_window_size: int | tuple[int, int] | None = None,
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
+    logits_soft_cap: float | None = None,
 ) -> jax.Array:
     """BigBird block-sparse attention; cost O(T * block_size * (window + global + random)).
 
@@ -103,7 +104,8 @@ def bigbird(
       key: [B, S, K, H] with N % K == 0.
       value: [B, S, K, Hv].
       bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, local_window_size,
-        query_segment_ids, key_value_segment_ids: as in `flash`, applied within the layout.
+        query_segment_ids, key_value_segment_ids, logits_soft_cap: as in `flash`, applied within
+        the layout.
       block_size: tokens per block side; T and S need not be multiples (padding is internal).
       num_window_blocks: odd; the query block and its neighbours.
       num_global_blocks: the first blocks, attending to and attended by all.
@@ -140,6 +142,7 @@ def bigbird(
         local_window_size=local_window_size,
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
+        logits_soft_cap=logits_soft_cap,
         block_q=block_size,
         block_kv=block_size,
         layout=layout,

@@ -81,6 +81,22 @@ def check_scale(kind: str, scale, head_dim: int):
     return scale
 
 
+def check_soft_cap(kind: str, cap) -> float | None:
+    """A logit soft cap must be a positive Python number (it is static), or None."""
+    if cap is None:
+        return None
+    if isinstance(cap, bool) or not isinstance(cap, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{kind}: logits_soft_cap must be a positive number; got {cap!r}.")
+    if not cap > 0:
+        raise ValueError(f"{kind}: logits_soft_cap must be positive; got {cap}.")
+    return float(cap)
+
+
+def soft_cap(logits: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(logits / cap): logits squashed into (-cap, cap), unchanged when cap is None."""
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
+
+
 def heads_major_query(query: jax.Array, num_kv_heads: int) -> jax.Array:
     """[B, T, N, H] -> [B, K, G, T, H]."""
     B, T, N, H = query.shape

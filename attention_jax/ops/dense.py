@@ -41,6 +41,7 @@ def dense(
     local_window_size: int | tuple[int, int] | None = None,
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
+    logits_soft_cap: float | None = None,
     return_weights: bool = False,
 ):
     """Exact softmax attention with the scores in memory.
@@ -59,6 +60,8 @@ def dense(
       query_segment_ids: optional int [B, T]; with key_value_segment_ids [B, S], pairs attend
         only within the same segment (packed sequences).
       key_value_segment_ids: optional int [B, S].
+      logits_soft_cap: c squashes the scaled logits to c * tanh(logits / c) before the bias
+        (Gemma 2); default None leaves them as they are.
       return_weights: also return the attention probabilities [B, N, T, S] (float32, or float64
         for float64 inputs).
 
@@ -82,10 +85,12 @@ def dense(
     v_BKSH = contract.heads_major_kv(value)
 
     scale = contract.check_scale("dense", scale, dims.head_dim)
+    cap = contract.check_soft_cap("dense", logits_soft_cap)
     acc = contract.accumulation_dtype(query.dtype)
     logits_BKGTS = jnp.einsum(
         "bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=acc
     ) * jnp.asarray(scale, acc)
+    logits_BKGTS = contract.soft_cap(logits_BKGTS, cap)
     if bias is not None:
         logits_BKGTS = logits_BKGTS + contract.split_heads_4d("dense", "bias", bias, dims, "float")
     ok = masks.allowed(spec, 0, dims.q_len, 0, dims.kv_len)

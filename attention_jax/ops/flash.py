@@ -81,9 +81,16 @@ def _put(x, update, index, size, axis):
 
 
 def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, enabled, block_q, block_kv):
-    """Logits of block (i, j), hidden pairs (or all, when not `enabled`) at -inf, in float32+."""
+    """Logits of block (i, j), hidden pairs (or all, when not `enabled`) at -inf, in float32+.
+
+    Also returns d(capped)/d(raw) logits under a soft cap (None without one), for the backward.
+    """
     acc = contract.accumulation_dtype(q_BKGTH.dtype)
     logits = jnp.einsum("bkgth,bksh->bkgts", q_BKGTH, k_BKSH, preferred_element_type=acc)
+    cap_slope = None
+    if spec.logits_soft_cap is not None:
+        squashed = jnp.tanh(logits / spec.logits_soft_cap)
+        logits, cap_slope = spec.logits_soft_cap * squashed, 1.0 - squashed * squashed
     if bias is not None:
         bias_block = masks.block_of(bias, i * block_q, block_q, j * block_kv, block_kv)
         logits = logits + bias_block.astype(acc)
@@ -92,7 +99,7 @@ def _masked_logits(q_BKGTH, k_BKSH, bias, spec, i, j, enabled, block_q, block_kv
         ok = enabled if ok is None else ok & enabled
     if ok is not None:
         logits = jnp.where(ok, logits, -jnp.inf)
-    return logits
+    return logits, cap_slope
 
 
 def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, pairs, block_q, block_kv):
@@ -110,7 +117,7 @@ def _forward(q_BKGTH, k_BKSH, v_BKSH, bias, spec, pairs, block_q, block_kv):
         row_max = jnp.where(starts_group, -jnp.inf, row_max)
         row_sum = jnp.where(starts_group, 0.0, row_sum)
         acc_BKGtH = jnp.where(starts_group, 0.0, acc_BKGtH)
-        logits_BKGts = _masked_logits(
+        logits_BKGts, _ = _masked_logits(
             _block(q_BKGTH, i, block_q, 3),
             _block(k_BKSH, j, block_kv, 2),
             bias,
@@ -183,14 +190,18 @@ def _backward(
         q_BKGtH = _block(q_BKGTH, i, block_q, 3)
         k_BKsH = _block(k_BKSH, j, block_kv, 2)
         do_BKGtH = _block(d_out, i, block_q, 3)
-        logits_BKGts = _masked_logits(q_BKGtH, k_BKsH, bias, spec, i, j, enabled, block_q, block_kv)
+        logits_BKGts, cap_slope = _masked_logits(
+            q_BKGtH, k_BKsH, bias, spec, i, j, enabled, block_q, block_kv
+        )
         # Hidden pairs are -inf here, so exp() is 0 there (and stays finite under grad-of-grad).
         p_BKGts = jnp.exp(logits_BKGts - _block(lse, i, block_q, 3)[..., None])
         dv_BKsH = dv_BKsH + matmul("bkgts,bkgth->bksh", p_BKGts, do_BKGtH)
         dp_BKGts = matmul("bkgth,bksh->bkgts", do_BKGtH, _block(v_BKSH, j, block_kv, 2))
         ds_BKGts = p_BKGts * (dp_BKGts - _block(delta_BKGT, i, block_q, 3)[..., None])
-        dk_BKsH = dk_BKsH + matmul("bkgts,bkgth->bksh", ds_BKGts, q_BKGtH)
-        dq_BKGtH = matmul("bkgts,bksh->bkgth", ds_BKGts, k_BKsH)
+        # The bias is added after the cap; q.k passes through it.
+        dqk_BKGts = ds_BKGts if cap_slope is None else ds_BKGts * cap_slope
+        dk_BKsH = dk_BKsH + matmul("bkgts,bkgth->bksh", dqk_BKGts, q_BKGtH)
+        dq_BKGtH = matmul("bkgts,bksh->bkgth", dqk_BKGts, k_BKsH)
         dq_BKGTH = _put(dq_BKGTH, _block(dq_BKGTH, i, block_q, 3) + dq_BKGtH, i, block_q, 3)
         dk_BKSH = _put(dk_BKSH, dk_BKsH, j, block_kv, 2)
         dv_BKSH = _put(dv_BKSH, dv_BKsH, j, block_kv, 2)
@@ -327,6 +338,7 @@ def flash(
     key_value_segment_ids: jax.Array | None = None,
     block_q: int = DEFAULT_BLOCK_Q,
     block_kv: int = DEFAULT_BLOCK_KV,
+    logits_soft_cap: float | None = None,
 ) -> jax.Array:
     """Exact softmax attention in O(T + S) memory, forward and backward.
 
@@ -346,6 +358,7 @@ def flash(
       key_value_segment_ids: optional int [B, S].
       block_q: queries per block (clipped to T); T need not be a multiple.
       block_kv: keys per block (clipped to S); S need not be a multiple.
+      logits_soft_cap: c squashes the scaled logits to c * tanh(logits / c) before the bias.
 
     Returns:
       [B, T, N, Hv] in the query dtype.
@@ -366,6 +379,7 @@ def flash(
         key_value_segment_ids=key_value_segment_ids,
         block_q=block_q,
         block_kv=block_kv,
+        logits_soft_cap=logits_soft_cap,
     )
 
 
@@ -389,6 +403,7 @@ def blocked_attention(
     layout: np.ndarray | None = None,
     global_positions: tuple[int, ...] | None = None,
     return_lse: bool = False,
+    logits_soft_cap: float | None = None,
 ):
     """The engine behind flash and the block-sparse kinds: exact attention over active blocks.
 
@@ -434,6 +449,7 @@ def blocked_attention(
         spec,
         kv_valid=dims.kv_len if Sp != dims.kv_len else None,
         global_positions=global_positions,
+        logits_soft_cap=contract.check_soft_cap(kind, logits_soft_cap),
         # Distinct pad ids so padded queries and keys never share a segment.
         q_segments=_pad_axis(spec.q_segments, 1, Tp, -1),
         kv_segments=_pad_axis(spec.kv_segments, 1, Sp, -2),

@@ -32,6 +32,8 @@ class MaskSpec:
       q_segments: [B, T] packed-sequence ids of queries; pairs must share an id.
       kv_segments: [B, S] packed-sequence ids of keys.
       dense: bool [B|1, K|1, G|1, T, S], True = may attend.
+      logits_soft_cap: c squashes logits to c * tanh(logits / c) before bias and masks
+        (Gemma 2); not a mask, but static and needed in every block, like the masks.
     """
 
     is_causal: bool = False
@@ -43,12 +45,13 @@ class MaskSpec:
     q_segments: jax.Array | None = None
     kv_segments: jax.Array | None = None
     dense: jax.Array | None = None
+    logits_soft_cap: float | None = None
 
 
 jax.tree_util.register_dataclass(
     MaskSpec,
     data_fields=["q_lengths", "kv_lengths", "q_segments", "kv_segments", "dense"],
-    meta_fields=["is_causal", "window", "kv_valid", "global_positions"],
+    meta_fields=["is_causal", "window", "kv_valid", "global_positions", "logits_soft_cap"],
 )
 
 

@@ -32,6 +32,7 @@ def local(
     key_value_seq_lengths: jax.Array | None = None,
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
+    logits_soft_cap: float | None = None,
     block_q: int = DEFAULT_LOCAL_BLOCK,
     block_kv: int = DEFAULT_LOCAL_BLOCK,
 ) -> jax.Array:
@@ -46,7 +47,7 @@ def local(
       local_window_size: required; int w or (left, right): query i sees keys i - left .. i + right
         (as in jax.nn.dot_product_attention). With is_causal, (left, 0) is the usual causal window.
       scale, is_causal, query_seq_lengths, key_value_seq_lengths, query_segment_ids,
-        key_value_segment_ids: as in `flash`.
+        key_value_segment_ids, logits_soft_cap: as in `flash`.
       block_q: queries per block; smaller blocks hug the band tighter.
       block_kv: keys per block.
 
@@ -72,6 +73,7 @@ def local(
         local_window_size=local_window_size,
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
+        logits_soft_cap=logits_soft_cap,
         block_q=block_q,
         block_kv=block_kv,
     )
@@ -111,6 +113,7 @@ def block_sparse(
     local_window_size: int | tuple[int, int] | None = None,
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
+    logits_soft_cap: float | None = None,
 ) -> jax.Array:
     """Attention over the blocks a static layout lists; cost is proportional to active blocks.
 
@@ -119,7 +122,8 @@ def block_sparse(
       key: [B, S, K, H] with N % K == 0.
       value: [B, S, K, Hv].
       bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, local_window_size,
-        query_segment_ids, key_value_segment_ids: as in `flash`, applied within the layout.
+        query_segment_ids, key_value_segment_ids, logits_soft_cap: as in `flash`, applied within
+        the layout.
       layout: bool [ceil(T / block_size), ceil(S / block_size)]; True = the block is computed.
         Concrete (NumPy or lists). Shared by every head, or [N, ...] for one layout per query
         head: each head then walks its own blocks (heads are vmapped over padded block lists).
@@ -142,6 +146,7 @@ def block_sparse(
         local_window_size=local_window_size,
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
+        logits_soft_cap=logits_soft_cap,
         block_q=block_size,
         block_kv=block_size,
         layout=static_layout("block_sparse", layout),
@@ -180,6 +185,7 @@ def longformer(
     key_value_seq_lengths: jax.Array | None = None,
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
+    logits_soft_cap: float | None = None,
     block_q: int = DEFAULT_LOCAL_BLOCK,
     block_kv: int = DEFAULT_LOCAL_BLOCK,
 ) -> jax.Array:
@@ -194,7 +200,7 @@ def longformer(
       key: [B, S, K, H] with N % K == 0.
       value: [B, S, K, Hv].
       bias, mask, scale, is_causal, query_seq_lengths, key_value_seq_lengths, query_segment_ids,
-        key_value_segment_ids: as in `flash`.
+        key_value_segment_ids, logits_soft_cap: as in `flash`.
       local_window_size: required; int w or (left, right), as in `local`.
       global_positions: static token indices (e.g. [0] for a CLS token), each < min(T, S).
       block_q: queries per block.
@@ -222,6 +228,7 @@ def longformer(
         local_window_size=local_window_size,
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
+        logits_soft_cap=logits_soft_cap,
         block_q=block_q,
         block_kv=block_kv,
         global_positions=_check_global_positions(global_positions, query.shape[1], key.shape[1]),
