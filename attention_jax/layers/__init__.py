@@ -1,19 +1,33 @@
-"""Flax NNX building blocks around the attention ops: attention and positions."""
+"""Flax NNX building blocks around the attention ops: attention, positions, feed-forward, blocks."""
 
+from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
+from attention_jax.layers.blocks import DecoderBlock, EncoderBlock
+from attention_jax.layers.feedforward import FeedForward
+from attention_jax.layers.linen import linen_attention
 from attention_jax.layers.positional import (
     LearnedPositions,
     alibi_bias,
+    alibi_bias_at,
     alibi_slopes,
     apply_rope,
     sinusoidal_positions,
 )
+from attention_jax.layers.random_features import FeatureProjection, RandomFeatures
 
 __all__ = [
+    "AdditiveAttention",
+    "DecoderBlock",
+    "EncoderBlock",
+    "FeatureProjection",
+    "FeedForward",
     "LearnedPositions",
     "MultiHeadAttention",
+    "RandomFeatures",
     "alibi_bias",
+    "alibi_bias_at",
     "alibi_slopes",
     "apply_rope",
+    "linen_attention",
     "sinusoidal_positions",
 ]

@@ -7,6 +7,7 @@ caches (`init_cache`, then `decode=True`) are in `decoding.py`.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -16,6 +17,7 @@ from flax import nnx
 
 from attention_jax import ops
 from attention_jax.layers import decoding, positional
+from attention_jax.layers.random_features import RandomFeatures
 from attention_jax.ops import contract
 from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 
@@ -37,8 +39,8 @@ def _banded_layout(q_len: int, kv_len: int, block_size: int) -> np.ndarray:
     return np.abs(rows - cols) <= 1
 
 
-class FeatureProjection(nnx.Variable):
-    """Random features of a kernelized kind: state, but not trained."""
+def _takes(op, name: str) -> bool:
+    return name in inspect.signature(op).parameters
 
 
 class MultiHeadAttention(nnx.Module):
@@ -56,6 +58,14 @@ class MultiHeadAttention(nnx.Module):
         prefix) and cosformer's re-weighting horizon M (fixed, so decoding matches training).
       dropout_rate: dropout on the output projection's input.
       qk_norm: RMS-normalise queries and keys per head before attention.
+      logits_soft_cap: c squashes logits to c * tanh(logits / c) (Gemma 2); softmax kinds only.
+      redraw_every: performer only: redraw the random features every N training calls (calls
+        with dropout on); `redraw(key)` redraws on request.
+      lora_rank: add a trainable low-rank update (`nnx.LoRA`, params of type nnx.LoRAParam) to
+        each of the four projections; None for none.
+      record_maps: sow each call's attention map [B, N, T, S] (`ops.attention_map`) as
+        nnx.Intermediate 'attention_weights'; collect with `nnx.capture`. Costs an extra
+        S-wide call, so it is off by default and the default path never computes it.
       use_bias: biases in the projections.
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter (and dropout) randomness.
@@ -74,6 +84,10 @@ class MultiHeadAttention(nnx.Module):
         max_len: int = DEFAULT_MAX_LEN,
         dropout_rate: float = 0.0,
         qk_norm: bool = False,
+        logits_soft_cap: float | None = None,
+        redraw_every: int | None = None,
+        lora_rank: int | None = None,
+        record_maps: bool = False,
         use_bias: bool = True,
         dtype=None,
         param_dtype=jnp.float32,
@@ -91,11 +105,21 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(f"MultiHeadAttention: head_dim must be positive; got {head_dim}.")
         if positions not in POSITIONS:
             raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
-        self.kind, self.positions = kind, positions
+        if logits_soft_cap is not None and not _takes(self.op, "logits_soft_cap"):
+            capped = [name for name in ops.names() if _takes(ops.get(name), "logits_soft_cap")]
+            raise ValueError(
+                f"MultiHeadAttention: kind {kind!r} has no logits to cap; logits_soft_cap works "
+                f"with {capped}."
+            )
+        if redraw_every is not None and kind != "performer":
+            raise ValueError(f"MultiHeadAttention: redraw_every is for 'performer', not {kind!r}.")
+        self.kind, self.positions, self.record_maps = kind, positions, record_maps
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **(kind_params or {})}
         if kind == "cosformer":
             self.kind_params.setdefault("max_len", max_len)
+        if logits_soft_cap is not None:
+            self.kind_params["logits_soft_cap"] = logits_soft_cap
         self.dtype = dtype
         self.cache = nnx.data(None)  # set by init_cache
         self.cache_max_len = 0
@@ -104,16 +128,25 @@ class MultiHeadAttention(nnx.Module):
         self.key = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
         self.value = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
         self.out = nnx.LinearGeneral((num_heads, head_dim), in_features, axis=(-2, -1), **linear)
+        lora_adapters = None
+        if lora_rank is not None:
+            lora = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            lora_adapters = nnx.Dict(
+                query=nnx.LoRA(in_features, lora_rank, num_heads * head_dim, **lora),
+                key=nnx.LoRA(in_features, lora_rank, num_kv_heads * head_dim, **lora),
+                value=nnx.LoRA(in_features, lora_rank, num_kv_heads * head_dim, **lora),
+                out=nnx.LoRA(num_heads * head_dim, lora_rank, in_features, **lora),
+            )
+        self.lora = lora_adapters
         self.q_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
         self.k_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        # Without dropout no 'dropout' stream is needed (Linen's init passes only 'params').
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate else None)
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
         features = None
         if kind == "performer" and "projection" not in self.kind_params:
-            self.num_features = self.kind_params.pop("num_features", DEFAULT_FAVOR_FEATURES)
-            features = FeatureProjection(
-                ops.favor_projection(rngs.params(), self.num_features, head_dim)
-            )
+            num_features = self.kind_params.pop("num_features", DEFAULT_FAVOR_FEATURES)
+            features = RandomFeatures(num_features, head_dim, redraw_every=redraw_every, rngs=rngs)
         self.features = features
         linformer_e = linformer_f = None
         if kind == "linformer":
@@ -130,12 +163,20 @@ class MultiHeadAttention(nnx.Module):
         """Draws fresh Performer features (the caller decides when, e.g. every N steps)."""
         if self.features is None:
             raise ValueError(f"redraw: kind {self.kind!r} has no random features to redraw.")
-        self.features[...] = ops.favor_projection(key, self.num_features, self.head_dim)
+        self.features.redraw(key)
 
-    def _variant_params(self, q_len: int, kv_len: int) -> dict:
+    def _project(self, name: str, x: jax.Array) -> jax.Array:
+        """One of the four projections, plus its LoRA update when the layer has them."""
+        y = getattr(self, name)(x)
+        if self.lora is None:
+            return y
+        flat_x = x.reshape(*x.shape[:2], -1)  # [B, T, D] or [B, T, N * H] for `out`
+        return y + self.lora[name](flat_x).reshape(y.shape).astype(y.dtype)
+
+    def _variant_params(self, q_len: int, kv_len: int, training: bool = False) -> dict:
         params = dict(self.kind_params)
         if self.features is not None:
-            params["projection"] = self.features[...]
+            params["projection"] = self.features(training)
         if self.linformer_e is not None:
             if kv_len > self.linformer_e.shape[1]:
                 raise ValueError(
@@ -187,7 +228,8 @@ class MultiHeadAttention(nnx.Module):
         if self.kind == "performer":
             projection = self.kind_params.get("projection")
             return ops.feature_map(
-                "favor", projection=projection if self.features is None else self.features[...]
+                "favor",
+                projection=projection if self.features is None else self.features.projection[...],
             )
         if self.kind == "cosformer":
             return ops.feature_map("cosformer", max_len=self.kind_params["max_len"])
@@ -197,7 +239,10 @@ class MultiHeadAttention(nnx.Module):
         """The causal pattern at full length for sparse kinds that decode from a full cache."""
         if self.kind in ("dense", "flash", "local"):
             return None
+        # The pattern depends only on the structural parameters.
         params = self._variant_params(size, size)
+        for numeric in ("scale", "logits_soft_cap"):
+            params.pop(numeric, None)
         if self.kind == "bigbird":
             params.update(is_causal=True, num_heads=self.num_heads)
         return ops.pattern_mask(self.kind, size, size, **params)
@@ -236,6 +281,7 @@ class MultiHeadAttention(nnx.Module):
                 pattern=self._pattern(self.cache_max_len),
                 alibi=self.positions == "alibi",
                 scale=scale,
+                logits_soft_cap=self.kind_params.get("logits_soft_cap"),
             )
         self.cache.set_value(state)
         return out
@@ -280,11 +326,14 @@ class MultiHeadAttention(nnx.Module):
                     "and call cross attention without decode."
                 )
         context = x if context is None else context
-        q, k, v = self.query(x), self.key(context), self.value(context)
+        q = self._project("query", x)
+        k, v = self._project("key", context), self._project("value", context)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if decode:
-            return self.out(self.dropout(self._decode(q, k, v), deterministic=deterministic))
+            out = self._decode(q, k, v)
+            return self._project("out", self.dropout(out, deterministic=deterministic))
+        training = not (self.dropout.deterministic if deterministic is None else deterministic)
         T, S = q.shape[1], k.shape[1]
         bias = None
         if self.positions == "rope":
@@ -293,15 +342,14 @@ class MultiHeadAttention(nnx.Module):
             q, k = positional.apply_rope(q, q_pos), positional.apply_rope(k, k_pos)
         elif self.positions == "alibi":
             bias = positional.alibi_bias(self.num_heads, T, S).astype(q.dtype)
-        out = self.op(
-            q,
-            k,
-            v,
-            bias,
-            mask,
+        masking = dict(
             is_causal=is_causal,
             query_seq_lengths=query_seq_lengths,
             key_value_seq_lengths=key_value_seq_lengths,
-            **self._variant_params(T, S),
+            **self._variant_params(T, S, training),
         )
-        return self.out(self.dropout(out, deterministic=deterministic))
+        out = self.op(q, k, v, bias, mask, **masking)
+        if self.record_maps:
+            weights = ops.attention_map(self.kind, q, k, bias, mask, **masking)
+            self.sow(nnx.Intermediate, "attention_weights", weights)
+        return self._project("out", self.dropout(out, deterministic=deterministic))

@@ -100,6 +100,7 @@ def kv_cache_attend(
     pattern: np.ndarray | None = None,
     alibi: bool = False,
     scale=None,
+    logits_soft_cap: float | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """Attends T new tokens to the cache and themselves (causally); returns (out, new cache).
 
@@ -112,6 +113,7 @@ def kv_cache_attend(
       pattern: bool [max_len, max_len] or [N, max_len, max_len], the kind's pattern.
       alibi: add ALiBi's -slope * |i - j| from the true positions.
       scale: logit scale; default 1/sqrt(H).
+      logits_soft_cap: as in `ops.dense`.
     """
     T, size = q.shape[1], cache.key.shape[1]
     q_pos = cache.index + jnp.arange(T, dtype=jnp.int32)
@@ -129,7 +131,15 @@ def kv_cache_attend(
     bias = None
     if alibi:
         bias = positional.alibi_bias_at(q.shape[2], q_pos, jnp.maximum(key_pos, 0))
-    out = ops.dense(q, keys.astype(q.dtype), values.astype(q.dtype), bias, mask, scale=scale)
+    out = ops.dense(
+        q,
+        keys.astype(q.dtype),
+        values.astype(q.dtype),
+        bias,
+        mask,
+        scale=scale,
+        logits_soft_cap=logits_soft_cap,
+    )
     if ring:
         # Only the last `size` tokens can be seen again; earlier ones would collide in the ring.
         kept = min(T, size)

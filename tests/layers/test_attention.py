@@ -63,7 +63,7 @@ def test_performer_features_are_state_and_redraw_changes_them():
     before = layer(x)
     np.testing.assert_array_equal(layer(x), before)
     assert "features" not in nnx.state(layer, nnx.Param)
-    assert "features" in nnx.state(layer, layers.attention.FeatureProjection)
+    assert "features" in nnx.state(layer, layers.random_features.FeatureProjection)
     layer.redraw(jax.random.key(5))
     assert np.abs(layer(x) - before).max() > 1e-4
 

@@ -1,0 +1,236 @@
+"""Pre-norm transformer blocks: x + Attention(Norm(x)), then x + FFN(Norm(x)).
+
+Pre-norm (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture") keeps the
+residual stream unnormalised, so deep stacks train without warm-up tricks; a model built from
+these blocks applies one final norm. Dropout is on each residual branch before the sum.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_jax.layers.additive import AdditiveAttention
+from attention_jax.layers.attention import MultiHeadAttention
+from attention_jax.layers.feedforward import FeedForward
+
+NORMS = {"layernorm": nnx.LayerNorm, "rmsnorm": nnx.RMSNorm}
+CROSS_ATTENTION = (None, "multihead", "additive")
+
+
+def make_norm(norm: str, d_model: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    """A LayerNorm or RMSNorm over the last axis, by name."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(sorted(NORMS))}.")
+    return NORMS[norm](d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def _attention(d_model, num_heads, **options):
+    # Options left at None take the layer's defaults (max_len) or are off (soft cap, LoRA).
+    given = {name: value for name, value in options.items() if value is not None}
+    return MultiHeadAttention(d_model, num_heads, **given)
+
+
+class EncoderBlock(nnx.Module):
+    """Bidirectional self-attention and feed-forward over [B, T, D], each pre-normed.
+
+    Args:
+      d_model: D.
+      num_heads: N query heads.
+      mlp_dim: F, hidden features of the feed-forward network.
+      kind, kind_params: the attention kind (a name from `ops.names()`) and its parameters.
+      num_kv_heads, head_dim, positions, max_len, qk_norm: as in `MultiHeadAttention` (None
+        for max_len: the layer's default).
+      logits_soft_cap: caps attention logits at +-cap via tanh; None for no cap.
+      activation: 'gelu', 'relu' or 'swiglu'.
+      norm: 'layernorm' or 'rmsnorm'.
+      dropout_rate: dropout on each residual branch.
+      lora_rank: LoRA updates of this rank on every projection; None for none.
+      dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
+      rngs: parameter (and dropout) randomness.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        kind: str = "dense",
+        kind_params: dict | None = None,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        positions: str | None = None,
+        max_len: int | None = None,
+        qk_norm: bool = False,
+        logits_soft_cap: float | None = None,
+        activation: str = "gelu",
+        norm: str = "layernorm",
+        dropout_rate: float = 0.0,
+        lora_rank: int | None = None,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.attention_norm = make_norm(norm, d_model, **typed)
+        self.attention = _attention(
+            d_model,
+            num_heads,
+            kind=kind,
+            kind_params=kind_params,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            positions=positions,
+            max_len=max_len,
+            qk_norm=qk_norm,
+            logits_soft_cap=logits_soft_cap,
+            lora_rank=lora_rank,
+            **typed,
+        )
+        self.ffn_norm = make_norm(norm, d_model, **typed)
+        self.ffn = FeedForward(
+            d_model, mlp_dim, activation=activation, lora_rank=lora_rank, **typed
+        )
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def _feed_forward(self, x, deterministic):
+        h = self.ffn(self.ffn_norm(x), deterministic=deterministic)
+        return x + self.dropout(h, deterministic=deterministic)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        seq_lengths: jax.Array | None = None,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
+        """x [B, T, D] -> [B, T, D].
+
+        Args:
+          seq_lengths: optional int [B]; keys at or past the length are padding, hidden from
+            every query (outputs at padded positions are computed but meaningless).
+          deterministic: disables dropout; default: the module's dropout setting.
+        """
+        h = self.attention(
+            self.attention_norm(x), key_value_seq_lengths=seq_lengths, deterministic=deterministic
+        )
+        x = x + self.dropout(h, deterministic=deterministic)
+        return self._feed_forward(x, deterministic)
+
+
+class DecoderBlock(EncoderBlock):
+    """Causal self-attention, optional cross-attention to a context, feed-forward; pre-normed.
+
+    Args:
+      cross_attention: None (decoder-only), 'multihead' (`MultiHeadAttention` of kind
+        `cross_kind`, without positions) or 'additive' (`AdditiveAttention`, Bahdanau).
+      cross_kind: the kind of multihead cross-attention.
+      The rest: as in `EncoderBlock`; `kind`, `kind_params` and `positions` are the
+        self-attention's.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        cross_attention: str | None = None,
+        cross_kind: str = "dense",
+        kind: str = "dense",
+        kind_params: dict | None = None,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        positions: str | None = None,
+        max_len: int | None = None,
+        qk_norm: bool = False,
+        logits_soft_cap: float | None = None,
+        activation: str = "gelu",
+        norm: str = "layernorm",
+        dropout_rate: float = 0.0,
+        lora_rank: int | None = None,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if cross_attention not in CROSS_ATTENTION:
+            raise ValueError(
+                f"DecoderBlock: cross_attention must be one of {CROSS_ATTENTION}; got "
+                f"{cross_attention!r}."
+            )
+        heads = dict(num_kv_heads=num_kv_heads, head_dim=head_dim, qk_norm=qk_norm)
+        shared = dict(logits_soft_cap=logits_soft_cap, lora_rank=lora_rank)
+        typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        super().__init__(
+            d_model,
+            num_heads,
+            mlp_dim,
+            kind=kind,
+            kind_params=kind_params,
+            positions=positions,
+            max_len=max_len,
+            activation=activation,
+            norm=norm,
+            dropout_rate=dropout_rate,
+            **heads,
+            **shared,
+            **typed,
+        )
+        self.cross_attention_type = cross_attention
+        cross_norm = cross = None
+        if cross_attention is not None:
+            cross_norm = make_norm(norm, d_model, **typed)
+        if cross_attention == "multihead":
+            cross = _attention(d_model, num_heads, kind=cross_kind, **heads, **shared, **typed)
+        elif cross_attention == "additive":
+            cross = AdditiveAttention(d_model, d_model, **typed)
+        self.cross_norm, self.cross_attention = cross_norm, cross
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
+        """Empties the self-attention's decoding state for `batch` sequences of max_len tokens."""
+        self.attention.init_cache(batch, max_len, dtype=dtype)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        *,
+        context_lengths: jax.Array | None = None,
+        decode: bool = False,
+        deterministic: bool | None = None,
+    ) -> jax.Array:
+        """x [B, T, D] (attending to context [B, S, D] if the block has cross-attention).
+
+        Args:
+          context: [B, S, D] encoder outputs; required with cross-attention, refused without.
+          context_lengths: optional int [B]; context positions at or past it are hidden.
+          decode: x holds the next tokens after those in the decoding state (`init_cache`).
+          deterministic: disables dropout; default: the module's dropout setting.
+
+        Returns:
+          [B, T, D].
+        """
+        if (context is None) != (self.cross_attention is None):
+            raise ValueError(
+                f"DecoderBlock: cross_attention={self.cross_attention_type!r} "
+                + ("needs a context." if context is None else "takes no context.")
+            )
+        h = self.attention(
+            self.attention_norm(x), is_causal=True, decode=decode, deterministic=deterministic
+        )
+        x = x + self.dropout(h, deterministic=deterministic)
+        if self.cross_attention is not None:
+            query = self.cross_norm(x)
+            if self.cross_attention_type == "additive":
+                h = self.cross_attention(query, context, key_value_seq_lengths=context_lengths)
+            else:
+                h = self.cross_attention(
+                    query,
+                    context,
+                    key_value_seq_lengths=context_lengths,
+                    deterministic=deterministic,
+                )
+            x = x + self.dropout(h.astype(x.dtype), deterministic=deterministic)
+        return self._feed_forward(x, deterministic)

@@ -1,0 +1,296 @@
+"""Model configurations: frozen dataclasses, checked when made, converted from a ConfigDict.
+
+`attention` names a kind from `ops.names()` for every layer, or gives one kind per layer as a
+tuple, so a hybrid is configuration: `attention=('local', 'dense') * 3` for six layers.
+`kind_params` is either one dict of parameters for every layer, or a dict keyed by kind names
+giving each kind its own (`{'local': {'local_window_size': (64, 0)}, 'bigbird': {...}}`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+import ml_collections
+
+from attention_jax import ops
+from attention_jax.layers.blocks import CROSS_ATTENTION, NORMS
+from attention_jax.layers.feedforward import ACTIVATIONS
+
+POSITIONS = (None, "rope", "alibi", "sinusoidal", "learned")
+# 'rope' and 'alibi' act inside attention; the others are added to the embeddings.
+ADDED_POSITIONS = ("sinusoidal", "learned")
+POOLINGS = ("cls", "mean")
+
+
+def _frozen(value):
+    """Lists become tuples and mappings plain dicts, so a config holds no ConfigDict or list."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _frozen(v) for k, v in value.items()}
+    return value
+
+
+def _one_of(cls_name: str, field: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"{cls_name}: {field} must be one of {tuple(valid)}; got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Fields shared by every family: the shape of the blocks and how they attend."""
+
+    name: ClassVar[str] = ""
+    d_model: int = 128
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    mlp_dim: int = 512
+    attention: str | tuple[str, ...] = "dense"
+    kind_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    activation: str = "gelu"
+    norm: str = "layernorm"
+    dropout_rate: float = 0.0
+    positions: str | None = "rope"
+    qk_norm: bool = False
+    logits_soft_cap: float | None = None
+    lora_rank: int | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        for field in ("attention", "kind_params"):
+            object.__setattr__(self, field, _frozen(getattr(self, field)))
+        cls = type(self).__name__
+        for field in ("d_model", "num_heads", "mlp_dim"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{cls}: {field} must be positive; got {getattr(self, field)}.")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            raise ValueError(
+                f"{cls}: d_model ({self.d_model}) is not divisible by num_heads "
+                f"({self.num_heads}); pick num_heads dividing d_model or set head_dim."
+            )
+        kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+        if kv_heads < 1 or self.num_heads % kv_heads:
+            raise ValueError(
+                f"{cls}: num_heads ({self.num_heads}) must be a positive multiple of "
+                f"num_kv_heads ({self.num_kv_heads}) for grouped-query attention."
+            )
+        kinds = (self.attention,) if isinstance(self.attention, str) else self.attention
+        for kind in kinds:
+            ops.get(kind)  # ValueError listing the registered kinds
+        _one_of(cls, "activation", self.activation, sorted(ACTIVATIONS))
+        _one_of(cls, "norm", self.norm, sorted(NORMS))
+        _one_of(cls, "positions", self.positions, POSITIONS)
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"{cls}: dropout_rate must be in [0, 1); got {self.dropout_rate}.")
+        for field in ("dtype", "param_dtype"):
+            value = getattr(self, field)
+            try:
+                floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+            except TypeError:
+                floating = False
+            if not floating:
+                raise ValueError(
+                    f"{cls}: {field} must name a floating dtype such as 'float32' or "
+                    f"'bfloat16'; got {value!r}."
+                )
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @property
+    def params_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.param_dtype)
+
+    def layer_kinds(self, num_layers: int, field: str = "attention") -> tuple[str, ...]:
+        """One kind per layer from the `field` setting (a name, or a tuple of num_layers).
+
+        A `field` left at None takes the `attention` setting.
+        """
+        kinds = getattr(self, field)
+        if kinds is None:
+            field, kinds = f"attention (for {field})", self.attention
+        if isinstance(kinds, str):
+            return (kinds,) * num_layers
+        if len(kinds) != num_layers:
+            raise ValueError(
+                f"{type(self).__name__}: {field} gives {len(kinds)} kinds {kinds} for "
+                f"{num_layers} layers; give one kind per layer or a single name."
+            )
+        return kinds
+
+    def params_for(self, kind: str) -> dict:
+        """kind_params for a layer of `kind`: its own entry when keyed by kind, else all."""
+        params = self.kind_params
+        if params and all(key in ops.names() for key in params):
+            return dict(params.get(kind, {}))
+        return dict(params)
+
+
+def _check_family(config, sizes: dict[str, int], choices: dict[str, tuple]) -> None:
+    """Raises unless every size is positive and every choice is one of its valid values."""
+    cls = type(config).__name__
+    for field, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{cls}: {field} must be positive; got {value}.")
+    for field, valid in choices.items():
+        _one_of(cls, field, getattr(config, field), valid)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig(TransformerConfig):
+    """Encoder classifier over token sequences; `dual_encoder` for pair tasks (LRA retrieval)."""
+
+    name: ClassVar[str] = "classifier"
+    vocab_size: int = 256
+    num_layers: int = 4
+    max_len: int = 1024
+    positions: str | None = "learned"
+    num_classes: int = 2
+    pooling: str = "cls"
+    dual_encoder: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.layer_kinds(self.num_layers)
+        sizes = dict(vocab_size=self.vocab_size, num_layers=self.num_layers)
+        _check_family(self, {**sizes, "num_classes": self.num_classes}, {"pooling": POOLINGS})
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModelConfig(TransformerConfig):
+    """Decoder-only causal language model."""
+
+    name: ClassVar[str] = "lm"
+    vocab_size: int = 256
+    num_layers: int = 4
+    max_len: int = 1024
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.layer_kinds(self.num_layers)
+        _check_family(self, dict(vocab_size=self.vocab_size, num_layers=self.num_layers), {})
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderConfig(TransformerConfig):
+    """Encoder over source tokens, causal decoder over targets with cross-attention.
+
+    `attention` is the encoder's; `decoder_attention` the decoder self-attention's (None: the
+    same as `attention`); `cross_attention_kind` the kind of multihead cross-attention.
+    """
+
+    name: ClassVar[str] = "encoder_decoder"
+    source_vocab_size: int = 256
+    target_vocab_size: int = 256
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    max_len: int = 1024
+    positions: str | None = "sinusoidal"
+    decoder_attention: str | tuple[str, ...] | None = None
+    cross_attention: str = "multihead"
+    cross_attention_kind: str = "dense"
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "decoder_attention", _frozen(self.decoder_attention))
+        self.layer_kinds(self.num_encoder_layers)
+        for kind in self.layer_kinds(self.num_decoder_layers, "decoder_attention"):
+            ops.get(kind)
+        ops.get(self.cross_attention_kind)
+        _check_family(
+            self,
+            dict(
+                source_vocab_size=self.source_vocab_size,
+                target_vocab_size=self.target_vocab_size,
+                num_encoder_layers=self.num_encoder_layers,
+                num_decoder_layers=self.num_decoder_layers,
+            ),
+            {"cross_attention": tuple(c for c in CROSS_ATTENTION if c is not None)},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(TransformerConfig):
+    """Vision Transformer over [B, image_size, image_size, channels] images."""
+
+    name: ClassVar[str] = "vit"
+    image_size: int = 32
+    patch_size: int = 4
+    channels: int = 3
+    num_layers: int = 6
+    positions: str | None = "learned"
+    num_classes: int = 10
+    pooling: str = "cls"
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.layer_kinds(self.num_layers)
+        sizes = dict(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            channels=self.channels,
+            num_layers=self.num_layers,
+            num_classes=self.num_classes,
+        )
+        _check_family(self, sizes, {"pooling": POOLINGS})
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"ViTConfig: patch_size ({self.patch_size}) must divide image_size "
+                f"({self.image_size})."
+            )
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def field_names(config_class: type[TransformerConfig]) -> tuple[str, ...]:
+    """The settable fields of a config class, sorted."""
+    return tuple(sorted(f.name for f in dataclasses.fields(config_class)))
+
+
+def from_config_dict(config_class: type[TransformerConfig], config) -> TransformerConfig:
+    """`config_class` from a ConfigDict (or mapping); `name` is checked, unknown keys refused."""
+    values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    name = values.pop("name", config_class.name)
+    if name != config_class.name:
+        raise ValueError(
+            f"{config_class.__name__} is for name={config_class.name!r}; got name={name!r}."
+        )
+    valid = field_names(config_class)
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{config_class.__name__}: unknown config keys {unknown}; valid keys are "
+            f"{', '.join(valid)} (and name)."
+        )
+    return config_class(**values)
+
+
+def default_config_dict(config_class: type[TransformerConfig]) -> ml_collections.ConfigDict:
+    """A ConfigDict of `name` and every field's default.
+
+    Not type-safe, so `attention` can go from a name to a tuple of per-layer kinds; None
+    defaults of int/float fields become placeholders of that type, for command-line overrides
+    such as --config.lora_rank=8. Unknown keys are still refused by `from_config_dict`.
+    """
+    values = {"name": config_class.name}
+    for field in dataclasses.fields(config_class):
+        if field.default_factory is not dataclasses.MISSING:
+            values[field.name] = field.default_factory()
+        elif field.default is None and field.type in _PLACEHOLDERS:
+            values[field.name] = ml_collections.config_dict.placeholder(_PLACEHOLDERS[field.type])
+        else:
+            values[field.name] = field.default
+    return ml_collections.ConfigDict(values, type_safe=False)
+
+
+_PLACEHOLDERS = {"int | None": int, "float | None": float}
