@@ -23,6 +23,9 @@ from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 
 POSITIONS = (None, "rope", "alibi")
 DEFAULT_MAX_LEN = 512
+# Sparse kinds decode from a full KV cache through their [max_len, max_len] pattern, a static
+# bool array: 64 MiB at this length. Longer decoding is for the kinds with no pattern.
+MAX_PATTERN_DECODE_LEN = 8192
 # Kinds whose pattern needs a parameter get a default a researcher would start from.
 DEFAULT_KIND_PARAMS = {
     "local": {"local_window_size": (128, 128)},
@@ -202,6 +205,13 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(
                 f"init_cache: batch and max_len must be positive; got {batch}, {max_len}."
             )
+        if decoding.uses_pattern(self.kind) and max_len > MAX_PATTERN_DECODE_LEN:
+            raise ValueError(
+                f"init_cache: {self.kind!r} decodes through its [max_len, max_len] pattern, "
+                f"which is limited to max_len <= {MAX_PATTERN_DECODE_LEN}; got {max_len}. For "
+                "longer generation use 'local' (window-bounded cache), 'flash' or a kernelized "
+                "kind."
+            )
         dtype = dtype or self.dtype or self.query.kernel.dtype
         if how == "recurrent":
             if self.kind == "cosformer" and max_len > self.kind_params["max_len"]:
@@ -237,7 +247,7 @@ class MultiHeadAttention(nnx.Module):
 
     def _pattern(self, size: int) -> np.ndarray | None:
         """The causal pattern at full length for sparse kinds that decode from a full cache."""
-        if self.kind in ("dense", "flash", "local"):
+        if not decoding.uses_pattern(self.kind):
             return None
         # The pattern depends only on the structural parameters.
         params = self._variant_params(size, size)

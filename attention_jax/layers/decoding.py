@@ -45,6 +45,11 @@ def strategy(kind: str) -> str:
     return STRATEGIES[kind]
 
 
+def uses_pattern(kind: str) -> bool:
+    """Whether `kind` decodes from a full KV cache through its sparsity pattern."""
+    return STRATEGIES.get(kind) == "kv" and kind not in ("dense", "flash")
+
+
 @dataclasses.dataclass(frozen=True)
 class KVCache:
     """Past keys and values of one attention layer.

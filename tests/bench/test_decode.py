@@ -1,11 +1,12 @@
 """The decoding-cost harness: the states it times are real, and its table reads right."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention_jax import bench, ops
-from attention_jax.bench import decode
+from attention_jax import bench, layers, ops
+from attention_jax.bench import decode, layer_decode
 from experiments.configs import decode as decode_config
 
 SHAPE = bench.Shape(batch=1, num_heads=4, num_kv_heads=2, head_dim=8)
@@ -46,3 +47,32 @@ def test_kv_cache_step_is_softmax_attention_over_the_cache():
     np.testing.assert_allclose(
         decode.kv_cache_step(q, cache, cache), ops.dense(q[:, None], cache, cache)[:, 0], atol=1e-6
     )
+
+
+def test_layer_decode_states_grow_only_for_full_caches():
+    """Sizes are exact: a full cache grows with its length, a window or a kernel state does not."""
+    rows = layer_decode.measure_layer_decode(
+        ["dense", "local", "linear", "bigbird"],
+        [32, 64, 9000],
+        d_model=16,
+        num_heads=2,
+        kind_params={"local": {"local_window_size": (8, 0)}, "bigbird": {"block_size": 8}},
+        warmup=1,
+        repeats=1,
+    )
+    size = {(r.kind, r.cache_len): r.state_bytes for r in rows}
+    # keys and values [1, L, 2, 8] float32, slot positions [L] int32, the index.
+    assert size["dense", 64] == 2 * 64 * 16 * 4 + 64 * 4 + 4
+    assert size["local", 32] == size["local", 9000] == 2 * 8 * 16 * 4 + 8 * 4 + 4
+    assert size["linear", 32] == size["linear", 9000]
+    assert ("bigbird", 9000) not in size  # its decoding pattern is capped at 8192 tokens
+    assert all(r.step_s > 0 for r in rows)
+    table = layer_decode.markdown(rows)
+    assert "| `bigbird` |" in table and "—" in table
+
+
+def test_a_filled_ring_holds_the_last_positions_in_their_slots():
+    ring = layer_decode._filled(
+        layers.decoding.kv_cache_init(1, 4, 1, 2, 2, jnp.float32), position=10
+    )
+    assert ring.slot_positions.tolist() == [8, 9, 6, 7] and int(ring.index) == 10

@@ -107,5 +107,7 @@ def test_decoding_errors():
         layer(X[:, :1], mask=jnp.ones((1, 1, 1, 1), bool), decode=True)
     with pytest.raises(ValueError, match="positive"):
         layer.init_cache(0, 4)
+    with pytest.raises(ValueError, match="limited to max_len <= 8192"):
+        _layer("bigbird").init_cache(1, 8193)
     with pytest.raises(ValueError, match="horizon"):
         _layer("cosformer").init_cache(2, 2 * T)
