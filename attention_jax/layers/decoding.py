@@ -19,6 +19,8 @@ import numpy as np
 
 from attention_jax import ops
 from attention_jax.layers import positional
+from attention_jax.ops import contract
+from attention_jax.ops.dense import masked_softmax
 
 STRATEGIES = {
     "dense": "kv",
@@ -54,9 +56,13 @@ def uses_pattern(kind: str) -> bool:
 class KVCache:
     """Past keys and values of one attention layer.
 
+    Heads-major, and keys with positions last: both matmuls of a step then contract a
+    non-minor axis of the cache, which XLA's CPU dot runs about 10x faster than q.k over the
+    minor axis of [B, K, L, H] keys (one token against 8K keys: 0.45 ms against 4.4 ms).
+
     Attributes:
-      key: [B, L, K, H] keys after positions (RoPE) were applied.
-      value: [B, L, K, Hv].
+      key: [B, K, H, L] keys after positions (RoPE) were applied.
+      value: [B, K, L, Hv].
       slot_positions: int32 [L], the position each slot holds, -1 while empty.
       index: int32 scalar, the position of the next token.
     """
@@ -75,8 +81,8 @@ jax.tree_util.register_dataclass(
 def kv_cache_init(batch, size, num_kv_heads, head_dim, value_dim, dtype) -> KVCache:
     """An empty cache of `size` slots."""
     return KVCache(
-        key=jnp.zeros((batch, size, num_kv_heads, head_dim), dtype),
-        value=jnp.zeros((batch, size, num_kv_heads, value_dim), dtype),
+        key=jnp.zeros((batch, num_kv_heads, head_dim, size), dtype),
+        value=jnp.zeros((batch, num_kv_heads, size, value_dim), dtype),
         slot_positions=jnp.full((size,), -1, jnp.int32),
         index=jnp.zeros((), jnp.int32),
     )
@@ -92,6 +98,34 @@ def _visible(q_pos, key_pos, window_left, pattern):
         rows = jnp.take(jnp.asarray(pattern), q_pos, axis=-2)
         ok = ok & jnp.take(rows, jnp.maximum(key_pos, 0), axis=-1)
     return ok
+
+
+def _cached_attention(q, keys, values, visible, bias, scale, logits_soft_cap):
+    """Softmax attention of queries [B, T, N, H] over keys [B, K, H, L] and values [B, K, L, Hv].
+
+    visible: bool [T, L] or [N, T, L]; bias: float [1, N, T, L] or None.
+    """
+    B, T, N, H = q.shape
+    K, L = keys.shape[1], keys.shape[3]
+    G = N // K
+    acc = contract.accumulation_dtype(q.dtype)
+    scale = contract.check_scale("decode", scale, H)
+    q_BKGTH = q.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4)
+    logits = jnp.einsum(
+        "bkgth,bkhl->bkgtl", q_BKGTH, keys.astype(q.dtype), preferred_element_type=acc
+    ) * jnp.asarray(scale, acc)
+    logits = contract.soft_cap(logits, logits_soft_cap)
+    if bias is not None:
+        logits = logits + bias.reshape(1, K, G, T, L).astype(acc)
+    ok = visible.reshape(K, G, T, L) if visible.ndim == 3 else visible
+    probs = masked_softmax(logits, ok)
+    out = jnp.einsum(
+        "bkgtl,bklh->bkgth",
+        probs.astype(q.dtype),
+        values.astype(q.dtype),
+        preferred_element_type=acc,
+    )
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, -1).astype(q.dtype)
 
 
 def kv_cache_attend(
@@ -119,38 +153,33 @@ def kv_cache_attend(
       alibi: add ALiBi's -slope * |i - j| from the true positions.
       scale: logit scale; default 1/sqrt(H).
       logits_soft_cap: as in `ops.dense`.
+
+    Computed here rather than by `ops.dense`: the cache is heads-major, and a step is one
+    small query block against it, so no transpose of the cache is ever needed.
     """
-    T, size = q.shape[1], cache.key.shape[1]
+    T, size = q.shape[1], cache.key.shape[3]
     q_pos = cache.index + jnp.arange(T, dtype=jnp.int32)
+    k_BKHT = k.transpose(0, 2, 3, 1).astype(cache.key.dtype)
+    v_BKTH = jnp.swapaxes(v, 1, 2).astype(cache.value.dtype)
     if ring:
-        keys = jnp.concatenate([cache.key, k.astype(cache.key.dtype)], axis=1)
-        values = jnp.concatenate([cache.value, v.astype(cache.value.dtype)], axis=1)
+        keys = jnp.concatenate([cache.key, k_BKHT], axis=3)
+        values = jnp.concatenate([cache.value, v_BKTH], axis=2)
         key_pos = jnp.concatenate([cache.slot_positions, q_pos])
     else:
-        start = (0, cache.index, 0, 0)
-        keys = jax.lax.dynamic_update_slice(cache.key, k.astype(cache.key.dtype), start)
-        values = jax.lax.dynamic_update_slice(cache.value, v.astype(cache.value.dtype), start)
+        keys = jax.lax.dynamic_update_slice(cache.key, k_BKHT, (0, 0, 0, cache.index))
+        values = jax.lax.dynamic_update_slice(cache.value, v_BKTH, (0, 0, cache.index, 0))
         key_pos = jax.lax.dynamic_update_slice(cache.slot_positions, q_pos, (cache.index,))
     visible = _visible(q_pos, key_pos, window_left, pattern)
-    mask = visible[None] if visible.ndim == 3 else visible[None, None]
     bias = None
     if alibi:
         bias = positional.alibi_bias_at(q.shape[2], q_pos, jnp.maximum(key_pos, 0))
-    out = ops.dense(
-        q,
-        keys.astype(q.dtype),
-        values.astype(q.dtype),
-        bias,
-        mask,
-        scale=scale,
-        logits_soft_cap=logits_soft_cap,
-    )
+    out = _cached_attention(q, keys, values, visible, bias, scale, logits_soft_cap)
     if ring:
         # Only the last `size` tokens can be seen again; earlier ones would collide in the ring.
         kept = min(T, size)
         slots = q_pos[-kept:] % size
-        keys = cache.key.at[:, slots].set(k[:, -kept:].astype(cache.key.dtype))
-        values = cache.value.at[:, slots].set(v[:, -kept:].astype(cache.value.dtype))
+        keys = cache.key.at[..., slots].set(k_BKHT[..., -kept:])
+        values = cache.value.at[:, :, slots].set(v_BKTH[:, :, -kept:])
         key_pos = cache.slot_positions.at[slots].set(q_pos[-kept:])
     return out, KVCache(keys, values, key_pos, cache.index + T)
 

@@ -69,7 +69,7 @@ def test_decoding_equals_the_full_causal_forward(kind, positions):
 def test_local_cache_is_bounded_by_its_window_and_runs_past_max_len_of_a_full_cache():
     layer = _layer("local")
     layer.init_cache(2, T)
-    assert layer.cache.get_value().key.shape == (2, 5, K, D // N)
+    assert layer.cache.get_value().key.shape == (2, K, D // N, 5)
     want = layer(X, is_causal=True)
     got = _decode_in_pieces(layer, X, [3] * 6 + [2])  # chunks shorter than the window ...
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
