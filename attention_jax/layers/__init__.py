@@ -11,6 +11,7 @@ from attention_jax.layers.positional import (
     alibi_bias_at,
     alibi_slopes,
     apply_rope,
+    sinusoidal_at,
     sinusoidal_positions,
 )
 from attention_jax.layers.random_features import FeatureProjection, RandomFeatures
@@ -29,5 +30,6 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "linen_attention",
+    "sinusoidal_at",
     "sinusoidal_positions",
 ]

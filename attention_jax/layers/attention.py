@@ -42,6 +42,17 @@ def _banded_layout(q_len: int, kv_len: int, block_size: int) -> np.ndarray:
     return np.abs(rows - cols) <= 1
 
 
+def _static(value):
+    """Arrays (a block layout, say) as nested tuples, which a static attribute may hold."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return _nested_tuple(np.asarray(value).tolist())
+    return value
+
+
+def _nested_tuple(value):
+    return tuple(map(_nested_tuple, value)) if isinstance(value, list) else value
+
+
 def _takes(op, name: str) -> bool:
     return name in inspect.signature(op).parameters
 
@@ -103,9 +114,18 @@ class MultiHeadAttention(nnx.Module):
                 f"MultiHeadAttention: num_heads ({num_heads}) must be a positive multiple of "
                 f"num_kv_heads ({num_kv_heads})."
             )
+        if head_dim is None and in_features % num_heads:
+            raise ValueError(
+                f"MultiHeadAttention: in_features ({in_features}) is not divisible by num_heads "
+                f"({num_heads}); pick num_heads dividing it or set head_dim."
+            )
         head_dim = in_features // num_heads if head_dim is None else head_dim
         if head_dim < 1:
             raise ValueError(f"MultiHeadAttention: head_dim must be positive; got {head_dim}.")
+        if lora_rank is not None and (isinstance(lora_rank, bool) or lora_rank < 1):
+            raise ValueError(
+                f"MultiHeadAttention: lora_rank must be >= 1 or None; got {lora_rank}."
+            )
         if positions not in POSITIONS:
             raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
         if logits_soft_cap is not None and not _takes(self.op, "logits_soft_cap"):
@@ -118,7 +138,11 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(f"MultiHeadAttention: redraw_every is for 'performer', not {kind!r}.")
         self.kind, self.positions, self.record_maps = kind, positions, record_maps
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **(kind_params or {})}
+        given = dict(kind_params or {})
+        projection = given.pop("projection", None) if kind == "performer" else None
+        # Static attributes hold no arrays: layouts and the like become nested tuples.
+        given = {name: _static(value) for name, value in given.items()}
+        self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **given}
         if kind == "cosformer":
             self.kind_params.setdefault("max_len", max_len)
         if logits_soft_cap is not None:
@@ -141,15 +165,29 @@ class MultiHeadAttention(nnx.Module):
                 out=nnx.LoRA(num_heads * head_dim, lora_rank, in_features, **lora),
             )
         self.lora = lora_adapters
-        self.q_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
-        self.k_norm = nnx.RMSNorm(head_dim, rngs=rngs) if qk_norm else None
+        norm = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_norm = nnx.RMSNorm(head_dim, **norm) if qk_norm else None
+        self.k_norm = nnx.RMSNorm(head_dim, **norm) if qk_norm else None
         # Without dropout no 'dropout' stream is needed (Linen's init passes only 'params').
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate else None)
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
         features = None
-        if kind == "performer" and "projection" not in self.kind_params:
-            num_features = self.kind_params.pop("num_features", DEFAULT_FAVOR_FEATURES)
-            features = RandomFeatures(num_features, head_dim, redraw_every=redraw_every, rngs=rngs)
+        if kind == "performer":
+            num_features = self.kind_params.pop("num_features", None)
+            if projection is not None and num_features not in (None, len(projection)):
+                raise ValueError(
+                    f"MultiHeadAttention(performer): num_features={num_features} but the given "
+                    f"projection has {len(projection)} rows; pass one or the other."
+                )
+            if projection is not None:
+                num_features = len(projection)
+            features = RandomFeatures(
+                num_features or DEFAULT_FAVOR_FEATURES,
+                head_dim,
+                projection=projection,
+                redraw_every=redraw_every,
+                rngs=rngs,
+            )
         self.features = features
         linformer_e = linformer_f = None
         if kind == "linformer":
@@ -160,7 +198,13 @@ class MultiHeadAttention(nnx.Module):
         self.linformer_e, self.linformer_f = linformer_e, linformer_f
         if kind == "bigbird" and "seed" not in self.kind_params:
             # Drawn once, concretely: the layout picks the computed blocks at trace time.
-            self.kind_params["seed"] = int(jax.random.randint(rngs.params(), (), 0, 2**31 - 1))
+            key = rngs.params()
+            if isinstance(key, jax.core.Tracer):
+                raise ValueError(
+                    "MultiHeadAttention(bigbird): under an abstract or jitted init the random "
+                    "layout cannot be drawn from rngs; pass kind_params={'seed': <int>}."
+                )
+            self.kind_params["seed"] = int(jax.random.randint(key, (), 0, 2**31 - 1))
 
     def redraw(self, key: jax.Array) -> None:
         """Draws fresh Performer features (the caller decides when, e.g. every N steps)."""
@@ -236,11 +280,7 @@ class MultiHeadAttention(nnx.Module):
     def _feature_map(self):
         """The feature map the kernelized kind applies, for its recurrent form."""
         if self.kind == "performer":
-            projection = self.kind_params.get("projection")
-            return ops.feature_map(
-                "favor",
-                projection=projection if self.features is None else self.features.projection[...],
-            )
+            return ops.feature_map("favor", projection=self.features.projection[...])
         if self.kind == "cosformer":
             return ops.feature_map("cosformer", max_len=self.kind_params["max_len"])
         return {"based": "taylor"}.get(self.kind, self.kind_params.get("feature_map", "elu"))

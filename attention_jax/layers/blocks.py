@@ -126,7 +126,8 @@ class DecoderBlock(EncoderBlock):
     Args:
       cross_attention: None (decoder-only), 'multihead' (`MultiHeadAttention` of kind
         `cross_kind`, without positions) or 'additive' (`AdditiveAttention`, Bahdanau).
-      cross_kind: the kind of multihead cross-attention.
+      cross_kind, cross_kind_params: the kind of multihead cross-attention and its parameters
+        (it shares `max_len`, the longest context, with the self-attention).
       The rest: as in `EncoderBlock`; `kind`, `kind_params` and `positions` are the
         self-attention's.
     """
@@ -139,6 +140,7 @@ class DecoderBlock(EncoderBlock):
         *,
         cross_attention: str | None = None,
         cross_kind: str = "dense",
+        cross_kind_params: dict | None = None,
         kind: str = "dense",
         kind_params: dict | None = None,
         num_kv_heads: int | None = None,
@@ -183,7 +185,16 @@ class DecoderBlock(EncoderBlock):
         if cross_attention is not None:
             cross_norm = make_norm(norm, d_model, **typed)
         if cross_attention == "multihead":
-            cross = _attention(d_model, num_heads, kind=cross_kind, **heads, **shared, **typed)
+            cross = _attention(
+                d_model,
+                num_heads,
+                kind=cross_kind,
+                kind_params=cross_kind_params,
+                max_len=max_len,
+                **heads,
+                **shared,
+                **typed,
+            )
         elif cross_attention == "additive":
             cross = AdditiveAttention(d_model, d_model, **typed)
         self.cross_norm, self.cross_attention = cross_norm, cross

@@ -67,11 +67,16 @@ def alibi_bias_at(num_heads: int, q_positions: jax.Array, k_positions: jax.Array
 
 def sinusoidal_positions(length: int, features: int, *, base: float = 10000.0) -> jax.Array:
     """[length, features]: sin on even features, cos on odd, wavelengths base^(2i/features)."""
+    return sinusoidal_at(jnp.arange(length), features, base=base)
+
+
+def sinusoidal_at(positions: jax.Array, features: int, *, base: float = 10000.0) -> jax.Array:
+    """The sinusoidal embeddings [T, features] of int positions [T] (any position, no table)."""
     if features % 2:
         raise ValueError(f"sinusoidal_positions: features must be even; got {features}.")
-    position = jnp.arange(length, dtype=jnp.float32)[:, None]
+    position = jnp.asarray(positions, jnp.float32)[:, None]
     inv_freq = base ** (-jnp.arange(0, features, 2, dtype=jnp.float32) / features)
-    table = jnp.zeros((length, features), jnp.float32)
+    table = jnp.zeros((position.shape[0], features), jnp.float32)
     table = table.at[:, 0::2].set(jnp.sin(position * inv_freq))
     return table.at[:, 1::2].set(jnp.cos(position * inv_freq))
 

@@ -24,19 +24,27 @@ class RandomFeatures(nnx.Module):
     Args:
       num_features: M, rows of the projection.
       head_dim: H.
+      projection: the first projection [num_features, head_dim]; default a fresh draw.
       redraw_every: redraw on every N-th training call (counted inside jit); None never does.
       rngs: draws the first projection and the key later draws derive from.
     """
 
-    def __init__(self, num_features: int, head_dim: int, *, redraw_every=None, rngs: nnx.Rngs):
+    def __init__(
+        self, num_features: int, head_dim: int, *, projection=None, redraw_every=None, rngs
+    ):
         if redraw_every is not None and (isinstance(redraw_every, bool) or redraw_every < 1):
             raise ValueError(
                 f"redraw_every must be a positive number of calls or None; got {redraw_every!r}."
             )
         self.num_features, self.head_dim, self.redraw_every = num_features, head_dim, redraw_every
-        self.projection = FeatureProjection(
-            ops.favor_projection(rngs.params(), num_features, head_dim)
-        )
+        if projection is None:
+            projection = ops.favor_projection(rngs.params(), num_features, head_dim)
+        elif jnp.shape(projection) != (num_features, head_dim):
+            raise ValueError(
+                f"RandomFeatures: projection must be [num_features, head_dim] = "
+                f"[{num_features}, {head_dim}]; got {jnp.shape(projection)}."
+            )
+        self.projection = FeatureProjection(jnp.asarray(projection))
         self.redraw_key = FeatureProjection(rngs.params())
         self.training_calls = FeatureProjection(jnp.zeros((), jnp.int32))
 

@@ -124,12 +124,13 @@ class TransformerConfig:
             )
         return kinds
 
-    def params_for(self, kind: str) -> dict:
-        """kind_params for a layer of `kind`: its own entry when keyed by kind, else all."""
+    def params_for(self, kind: str, *, shared: bool = True) -> dict:
+        """kind_params for a layer of `kind`: its own entry when keyed by kind, else all
+        (or nothing, when not `shared`: cross attention takes only its own entry)."""
         params = self.kind_params
         if params and all(key in ops.names() for key in params):
             return dict(params.get(kind, {}))
-        return dict(params)
+        return dict(params) if shared else {}
 
 
 def _check_family(config, sizes: dict[str, int], choices: dict[str, tuple]) -> None:
@@ -286,6 +287,9 @@ def default_config_dict(config_class: type[TransformerConfig]) -> ml_collections
     for field in dataclasses.fields(config_class):
         if field.default_factory is not dataclasses.MISSING:
             values[field.name] = field.default_factory()
+        elif field.name in _ANY_TYPE:
+            # Typed object so `--config.attention="('local', 'dense')"` parses as a tuple.
+            values[field.name] = ml_collections.FieldReference(field.default, field_type=object)
         elif field.default is None and field.type in _PLACEHOLDERS:
             values[field.name] = ml_collections.config_dict.placeholder(_PLACEHOLDERS[field.type])
         else:
@@ -294,3 +298,5 @@ def default_config_dict(config_class: type[TransformerConfig]) -> ml_collections
 
 
 _PLACEHOLDERS = {"int | None": int, "float | None": float}
+# Fields that take a name, a tuple of names or None.
+_ANY_TYPE = ("attention", "decoder_attention", "positions")

@@ -51,7 +51,7 @@ class EncoderDecoder(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
         """Empties the decoder's state for `batch` target sequences of up to max_len tokens."""
-        self.target_embedder.positions.init_cache()
+        self.target_embedder.positions.init_cache(max_len)
         self.decoder.init_cache(batch, max_len, dtype=dtype or self.config.compute_dtype)
 
     def __call__(

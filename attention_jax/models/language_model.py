@@ -23,7 +23,7 @@ class LanguageModel(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
         """Empties the decoding state for `batch` sequences of up to max_len tokens."""
-        self.embedder.positions.init_cache()
+        self.embedder.positions.init_cache(max_len)
         self.decoder.init_cache(batch, max_len, dtype=dtype or self.config.compute_dtype)
 
     def generate(self, prompt, steps: int, *, temperature=1.0, top_k=None, rng=None):

@@ -9,15 +9,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_jax.layers.blocks import DecoderBlock, EncoderBlock, make_norm
-from attention_jax.layers.positional import LearnedPositions, sinusoidal_positions
+from attention_jax.layers.positional import (
+    LearnedPositions,
+    sinusoidal_at,
+    sinusoidal_positions,
+)
 from attention_jax.models.config import ADDED_POSITIONS, TransformerConfig
 
 
-def block_options(config: TransformerConfig, kind: str, max_len: int) -> dict:
-    """Keyword arguments of a block of `kind` in a model of `config`."""
+def block_options(config: TransformerConfig, kind: str, max_len: int, layer: int) -> dict:
+    """Keyword arguments of block number `layer`, of `kind`, in a model of `config`."""
+    kind_params = config.params_for(kind)
+    if kind == "bigbird":
+        # The random blocks follow from the config alone, so a restored checkpoint (or an
+        # abstract init) rebuilds the same pattern; layers differ by their index.
+        kind_params.setdefault("seed", layer)
     return dict(
         kind=kind,
-        kind_params=config.params_for(kind),
+        kind_params=kind_params,
         num_kv_heads=config.num_kv_heads,
         head_dim=config.head_dim,
         # Absolute positions are added to the embeddings; attention sees only rope/alibi.
@@ -48,7 +57,13 @@ class AbsolutePositions(nnx.Module):
         added = positions in ADDED_POSITIONS
         self.index = nnx.Cache(jnp.zeros((), jnp.int32)) if added else None
 
-    def init_cache(self) -> None:
+    def init_cache(self, max_len: int) -> None:
+        """Restarts the position count for decoding up to max_len tokens."""
+        if self.learned is not None and max_len > self.max_len:
+            raise ValueError(
+                f"init_cache: max_len {max_len} exceeds the {self.max_len} learned positions; "
+                f"decode at most {self.max_len} tokens or build the model with a larger max_len."
+            )
         if self.index is not None:
             self.index[...] = jnp.zeros((), jnp.int32)
 
@@ -64,8 +79,7 @@ class AbsolutePositions(nnx.Module):
             return self.learned(x, positions)
         if positions is None:
             return x + sinusoidal_positions(T, D).astype(x.dtype)
-        table = sinusoidal_positions(self.max_len, D)
-        return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+        return x + sinusoidal_at(positions, D).astype(x.dtype)
 
 
 class Embedder(nnx.Module):
@@ -101,8 +115,10 @@ class Embedder(nnx.Module):
         return self.dropout(x_BTD, deterministic=deterministic)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        """Logits [B, T, V] of x [B, T, D] against the embedding table (tied output)."""
-        return self.embed.attend(x)
+        """Float32 logits [B, T, V] of x [B, T, D] against the embedding table (tied output)."""
+        # In float32 whatever the compute dtype: bfloat16 logits lose ~0.04 of log-probability.
+        table_VD = self.embed.embedding[...].astype(jnp.float32)
+        return jnp.einsum("btd,vd->btv", x.astype(jnp.float32), table_VD)
 
 
 def untied_head(config: TransformerConfig, vocab_size: int, rngs: nnx.Rngs) -> nnx.Linear:
@@ -127,10 +143,10 @@ class EncoderStack(nnx.Module):
                 D,
                 config.num_heads,
                 config.mlp_dim,
-                **block_options(config, kind, max_len),
+                **block_options(config, kind, max_len, layer),
                 rngs=rngs,
             )
-            for kind in kinds
+            for layer, kind in enumerate(kinds)
         )
         self.norm = make_norm(
             config.norm, D, dtype=config.compute_dtype, param_dtype=config.params_dtype, rngs=rngs
@@ -164,10 +180,11 @@ class DecoderStack(nnx.Module):
                 config.mlp_dim,
                 cross_attention=cross_attention,
                 cross_kind=cross_kind,
-                **block_options(config, kind, max_len),
+                cross_kind_params=config.params_for(cross_kind, shared=False),
+                **block_options(config, kind, max_len, layer),
                 rngs=rngs,
             )
-            for kind in kinds
+            for layer, kind in enumerate(kinds)
         )
         self.norm = make_norm(
             config.norm, D, dtype=config.compute_dtype, param_dtype=config.params_dtype, rngs=rngs

@@ -109,3 +109,48 @@ def test_linen_wrapper_equals_the_nnx_layer_with_its_weights():
         for p in ("kernel", "bias"):
             getattr(getattr(layer, name), p)[...] = variables["params"][name][p]
     np.testing.assert_allclose(got, layer(X, is_causal=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dense", "performer"])
+def test_qk_norm_in_bfloat16_with_float32_params(kind):
+    layer = layers.MultiHeadAttention(
+        D, N, kind=kind, qk_norm=True, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)
+    )
+    out = layer(X.astype(jnp.bfloat16), is_causal=True)
+    assert out.dtype == jnp.bfloat16 and jnp.isfinite(out.astype(jnp.float32)).all()
+    assert layer.q_norm.scale[...].dtype == jnp.float32
+
+
+def test_array_kind_params_are_accepted_and_used():
+    projection = ops.favor_projection(jax.random.key(3), 16, D // N)
+    performer = layers.MultiHeadAttention(
+        D, N, kind="performer", kind_params={"projection": projection}, rngs=nnx.Rngs(0)
+    )
+    q, k, v = _qkv(performer, X)
+    want = performer.out(ops.performer(q, k, v, projection=projection))
+    np.testing.assert_allclose(performer(X), want, atol=1e-5)
+    layout = np.eye(3, dtype=bool)  # a numpy layout, stored as nested tuples
+    sparse = layers.MultiHeadAttention(
+        D, N, kind="block_sparse", kind_params={"layout": layout, "block_size": 4}, rngs=nnx.Rngs(0)
+    )
+    q, k, v = _qkv(sparse, X)
+    want = sparse.out(ops.block_sparse(q, k, v, layout=layout, block_size=4))
+    np.testing.assert_allclose(sparse(X), want, atol=1e-5)
+
+
+def test_bigbird_needs_an_explicit_seed_under_abstract_init():
+    with pytest.raises(ValueError, match="seed"):
+        nnx.eval_shape(lambda: layers.MultiHeadAttention(D, N, kind="bigbird", rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(
+        lambda: layers.MultiHeadAttention(
+            D, N, kind="bigbird", kind_params={"seed": 1}, rngs=nnx.Rngs(0)
+        )
+    )
+    assert abstract.kind_params["seed"] == 1
+
+
+def test_head_count_that_does_not_divide_the_features_is_refused():
+    with pytest.raises(ValueError, match="not divisible by num_heads"):
+        layers.MultiHeadAttention(30, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="lora_rank"):
+        layers.MultiHeadAttention(D, N, lora_rank=0, rngs=nnx.Rngs(0))
