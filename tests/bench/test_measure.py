@@ -1,13 +1,14 @@
 """The cost harness: scaling fit, memory accounting, and a small end-to-end comparison."""
 
 import csv
+import json
 import math
 import sys
 
 import pytest
 
 from attention_jax import bench, ops
-from attention_jax.bench import compare, report, torch_peer
+from attention_jax.bench import compare, measure, report, torch_peer
 
 
 def test_fit_exponent_recovers_powers():
@@ -35,7 +36,14 @@ def test_flash_memory_grows_linearly_dense_quadratically():
     assert all(math.isnan(r.fwd_s) and "not run" in r.note for r in rows["flash"])
 
 
-def test_run_comparison_writes_tables_and_plot(tmp_path):
+def test_run_comparison_writes_tables_and_plot(tmp_path, monkeypatch):
+    # The roofline is still measured, on 256 x 256 matmuls: 2048 x 2048 ones take seconds here.
+    roofline = measure.matmul_gflops_per_s
+    monkeypatch.setattr(
+        measure,
+        "matmul_gflops_per_s",
+        lambda dtype="float32": roofline(size=256, dtype=dtype, repeats=3),
+    )
     rows, table = compare.run_comparison(
         str(tmp_path),
         kinds=["dense", "flash"],
@@ -51,6 +59,8 @@ def test_run_comparison_writes_tables_and_plot(tmp_path):
     assert report.read_csv(str(tmp_path / "costs.csv")) == rows
     assert "| flash | 128 |" in table and "Fitted exponent" in table
     assert (tmp_path / "costs.png").stat().st_size > 0
+    with open(tmp_path / "shape.json") as f:
+        assert json.load(f)["roofline_gflops_per_s"] > 0
 
 
 def test_unknown_kind_is_refused_before_measuring(tmp_path):

@@ -107,11 +107,12 @@ def jax_nn_attention(
 ):
     """jax.nn.dot_product_attention, with segment ids passed as the equivalent bool mask."""
     if query_segment_ids is not None:
+        # jnp, not np: traceable, so the call can run under jit with traced segment ids.
         same_B1TS = (
-            np.asarray(query_segment_ids)[:, None, :, None]
-            == np.asarray(key_value_segment_ids)[:, None, None, :]
+            jnp.asarray(query_segment_ids)[:, None, :, None]
+            == jnp.asarray(key_value_segment_ids)[:, None, None, :]
         )
-        mask = same_B1TS if mask is None else np.logical_and(mask, same_B1TS)
+        mask = same_B1TS if mask is None else jnp.logical_and(mask, same_B1TS)
     return jax.nn.dot_product_attention(
         q, k, v, bias, None if mask is None else jnp.asarray(mask), **kwargs
     )

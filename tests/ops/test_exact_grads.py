@@ -38,14 +38,27 @@ GRAD_CASES = [
 ]
 
 
-def attention_grads(op, q, k, v, ct, bias=None, **kwargs):
-    """d/dq, d/dk, d/dv (and d/dbias) of sum(op(...) * ct) as float64 NumPy arrays."""
-
+@functools.partial(jax.jit, static_argnames=("op", "fixed"))
+def _grads(q, k, v, ct, bias, arrays, *, op, fixed):
     def loss(q, k, v, bias):
-        return jnp.sum(op(q, k, v, bias, **kwargs).astype(jnp.float32) * ct)
+        return jnp.sum(op(q, k, v, bias, **arrays, **dict(fixed)).astype(jnp.float32) * ct)
 
     argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
-    return [np.asarray(g, np.float64) for g in jax.grad(loss, argnums)(q, k, v, bias)]
+    return jax.grad(loss, argnums)(q, k, v, bias)
+
+
+def attention_grads(op, q, k, v, ct, bias=None, **kwargs):
+    """d/dq, d/dk, d/dv (and d/dbias) of sum(op(...) * ct) as float64 NumPy arrays.
+
+    One compiled program, with the array arguments traced: eager, every primitive would compile
+    on its own. It is cached per op, shapes and fixed arguments, so within a process the dense
+    gradients of a case compile once for every test that uses them. test_transforms checks
+    jit(grad) against the eager gradient.
+    """
+    arrays = {name: x for name, x in kwargs.items() if isinstance(x, jax.Array)}
+    fixed = tuple(sorted((name, x) for name, x in kwargs.items() if name not in arrays))
+    grads = _grads(q, k, v, ct, bias, arrays, op=op, fixed=fixed)
+    return [np.asarray(g, np.float64) for g in grads]
 
 
 def draw_case(shape, forms, seed=0):

@@ -42,11 +42,19 @@ def test_shard_map_over_batch_and_heads_equals_plain_call(kind, kw):
     f = _op(kind, kw)
     sharded = jax.shard_map(f, mesh=mesh, in_specs=SPECS, out_specs=P("data", None, "heads"))
     args = _args()
-    np.testing.assert_allclose(jax.jit(sharded)(*args), f(*args), atol=2e-5, rtol=2e-5)
-    ct = jax.random.normal(jax.random.key(1), (B, T, N, H))
+    ct = jnp.asarray(np.random.default_rng(1).standard_normal((B, T, N, H)), jnp.float32)
 
-    def grads(g):
-        return jax.grad(lambda q, k, v: jnp.sum(g(q, k, v, args[3]) * ct), (0, 1, 2))(*args[:3])
+    def outputs_and_grads(g):
+        def run(args, ct):
+            out, g_vjp = jax.vjp(lambda q, k, v: g(q, k, v, args[3]), *args[:3])
+            # d/dq, d/dk, d/dv of sum(out * ct).
+            return out, g_vjp(ct)
 
-    for got, want in zip(jax.jit(lambda: grads(sharded))(), grads(f), strict=True):
-        np.testing.assert_allclose(got, want, atol=5e-5, rtol=5e-5)
+        return jax.jit(run)(args, ct)
+
+    # The unsharded call is jitted too, as its own program: eager, it would compile op by op.
+    # What is compared is sharded against unsharded; test_linear covers jit against eager.
+    got, want = outputs_and_grads(sharded), outputs_and_grads(f)
+    np.testing.assert_allclose(got[0], want[0], atol=2e-5, rtol=2e-5)
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, w, atol=5e-5, rtol=5e-5)

@@ -1,5 +1,7 @@
 """local and block_sparse against dense with their pattern_mask, plus the cost they skip."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,11 @@ F32_TOL = dict(atol=2e-5, rtol=2e-5)
 BF16_TOL = dict(atol=2e-2, rtol=2e-2)
 # Every new shape compiles afresh, so keep the example count modest.
 SETTINGS = settings(max_examples=12, deadline=None)
+# Each example is a new program, so compiling dominates its time: no LLVM optimisation of the
+# machine code (XLA's passes on the program still run; what it computes is the same up to
+# rounding), which about halves the compile. Every kind is also checked against dense at the
+# default level, at fixed shapes, in test_sparse_transforms.
+FAST_COMPILE = dict(compiler_options={"xla_backend_optimization_level": 0})
 
 
 @st.composite
@@ -114,22 +121,40 @@ def _check(kind, shape, masking, seed, dtype, tol):
     q, k, v = random_qkv(seed % 1000, *shape, dtype=dtype)
     pattern = _pattern(kind, T, S, N, params, masking)
     op = ops.get(kind)
-    out = op(q, k, v, **params, **masking)
-    want = ops.dense(q, k, v, mask=jnp.asarray(pattern), **masking)
+    is_causal = masking["is_causal"]
+    lengths = {name: x for name, x in masking.items() if name != "is_causal"}
+
+    def sparse(q, k, v, lengths):
+        return op(q, k, v, **params, is_causal=is_causal, **lengths)
+
+    def dense(q, k, v, lengths, mask):
+        return ops.dense(q, k, v, mask=mask, is_causal=is_causal, **lengths)
+
+    # Each example has its own shape and static parameters, so it compiles afresh whatever is
+    # done; one program for everything (op and dense, outputs and gradients) compiles once,
+    # where eager calls would dispatch, and compile, op by op. Lengths stay traced arguments.
+    # test_sparse_transforms checks that jit equals the eager call for every kind.
+    @functools.partial(jax.jit, **FAST_COMPILE)
+    def run(q, k, v, lengths, mask, ct):
+        if ct is None:
+            return sparse(q, k, v, lengths), dense(q, k, v, lengths, mask), (), ()
+        # d/dq, d/dk, d/dv of sum(out * ct): the vjp with cotangent ct.
+        out, sparse_vjp = jax.vjp(lambda q, k, v: sparse(q, k, v, lengths), q, k, v)
+        want, dense_vjp = jax.vjp(lambda q, k, v: dense(q, k, v, lengths, mask), q, k, v)
+        return out, want, sparse_vjp(ct), dense_vjp(ct)
+
+    ct = None
+    if dtype == jnp.float32:
+        # NumPy draws: jax.random would compile a sampler for every new shape.
+        ct = jnp.asarray(np.random.default_rng(seed).standard_normal((B, T, N, H)), jnp.float32)
+    out, want, got, ref = run(q, k, v, lengths, jnp.asarray(pattern), ct)
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(want, np.float32), **tol)
     np.testing.assert_allclose(
         np.asarray(out, np.float64), attention_np(q, k, v, mask=pattern, **masking), **tol
     )
-    if dtype == jnp.float32:
-        ct = jax.random.normal(jax.random.key(seed % 1000), out.shape)
-
-        def grads(f):
-            return jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * ct), (0, 1, 2))(q, k, v)
-
-        got = grads(lambda q, k, v: op(q, k, v, **params, **masking))
-        ref = grads(lambda q, k, v: ops.dense(q, k, v, mask=jnp.asarray(pattern), **masking))
-        for g, r in zip(got, ref, strict=True):
-            np.testing.assert_allclose(g, r, atol=5e-5, rtol=5e-5)
+    assert len(got) == (3 if dtype == jnp.float32 else 0)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, atol=5e-5, rtol=5e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
