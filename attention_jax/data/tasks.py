@@ -1,0 +1,193 @@
+"""Tasks by name: where the data comes from, how an example becomes model input, and its sizes.
+
+`get_task('mqar/small_s128_kv8', seed=1)` resolves a generated task (generated into `data_dir` on
+first use, then read from array_record files); `get_task('imdb_reviews')` a real TFDS dataset.
+`Task.pipeline(split, batch_size=...)` gives the grain batches a trainer consumes:
+
+- `lm` tasks: `inputs`, `targets`, `loss_mask`, each [B, L] (loss only where the mask is set);
+- `classification` tasks: `inputs` [B, L] zero-padded, `lengths` [B], `label` [B].
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from attention_jax.data import (
+    builder,
+    chars,
+    copying,
+    generation,
+    induction,
+    listops,
+    mqar,
+    pipeline,
+    real,
+)
+
+GENERATED = {
+    "mqar": mqar.Mqar,
+    "listops": listops.Listops,
+    "copying": copying.Copying,
+    "selective_copying": copying.SelectiveCopying,
+    "induction_heads": induction.InductionHeads,
+    "chars": chars.Chars,
+}
+REAL = ("imdb_reviews", "cifar10", "lm1b")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A dataset ready for training: its splits, preprocessing and sizes."""
+
+    name: str
+    kind: str  # "lm" or "classification"
+    vocab_size: int
+    seq_len: int
+    num_classes: int | None
+    splits: tuple[str, ...]
+    source: Callable[[str], Sequence] = dataclasses.field(repr=False)
+    preprocess: Callable | None = dataclasses.field(default=None, repr=False)
+    packed: bool = False  # documents concatenated and cut into rows of seq_len (text LM)
+
+    def pipeline(self, split: str, *, batch_size: int, **kwargs):
+        """`make_pipeline` over one split; kwargs: seed, shuffle, num_epochs, shard_index, ..."""
+        if split not in self.splits:
+            raise ValueError(f"{self.name} has splits {self.splits}, not {split!r}.")
+        if self.packed:
+            kwargs["pack_length"] = self.seq_len
+        elif self.kind == "classification":
+            kwargs["pad_length"] = self.seq_len
+        return pipeline.make_pipeline(
+            self.source(split), batch_size=batch_size, preprocess=self.preprocess, **kwargs
+        )
+
+    def majority_rate(self, split: str) -> float:
+        """Accuracy of always answering the most common label (or scored target token)."""
+        source = self.source(split)
+        examples = (source[i] for i in range(len(source)))
+        if self.kind == "classification":
+            labels = [int(ex["label"]) for ex in examples]
+        elif self.packed:
+            labels = np.concatenate([ex["text"][1:] for ex in examples])
+        else:
+            labels = np.concatenate([ex["targets"][ex["loss_mask"]] for ex in examples])
+        return generation.majority_class_rate(np.asarray(labels))
+
+
+def generated_builder(name: str, *, data_dir: str | None = None, **overrides):
+    """The TFDS builder of a generated task, `dataset/config` plus parameter overrides."""
+    dataset, _, config_name = name.partition("/")
+    if dataset not in GENERATED:
+        raise ValueError(f"Unknown generated task {dataset!r}; known: {sorted(GENERATED)}.")
+    builder_cls = GENERATED[dataset]
+    configs = {config.name: config for config in builder_cls.BUILDER_CONFIGS}
+    config_name = config_name or builder_cls.DEFAULT_BUILDER_CONFIG_NAME
+    if config_name not in configs:
+        raise ValueError(f"{dataset} has configs {sorted(configs)}, not {config_name!r}.")
+    config = builder.with_overrides(configs[config_name], **overrides)
+    return builder_cls(config=config, data_dir=data_dir, file_format="array_record")
+
+
+def _prepared_source(dataset_builder):
+    """Generates the dataset once (a no-op when its files exist), then opens splits on demand."""
+    prepared = functools.cache(dataset_builder.download_and_prepare)
+
+    def source(split: str):
+        prepared()
+        return dataset_builder.as_data_source(split)
+
+    return source
+
+
+def get_task(
+    name: str, *, data_dir: str | None = None, seq_len: int | None = None, **params
+) -> Task:
+    """A task by name: `mqar/small_s128_kv8`, `listops/small`, `chars`, `imdb_reviews`, ...
+
+    Args:
+      name: a generated task `dataset[/config]` (see GENERATED) or a real dataset (see REAL).
+      data_dir: where TFDS keeps datasets; None for its default (~/tensorflow_datasets).
+      seq_len: row length for text (chars, lm1b) and the truncation length of imdb_reviews;
+        the generated sequence tasks take their length from their config.
+      **params: config overrides of a generated task (seed=1, num_train=...), or `grayscale`
+        for cifar10.
+    """
+    dataset = name.partition("/")[0]
+    if dataset in REAL:
+        unknown = sorted(set(params) - {"grayscale"})
+        if unknown or (params and dataset != "cifar10"):
+            raise ValueError(
+                f"{dataset} takes no parameters {sorted(params)}; only cifar10 takes grayscale=."
+            )
+        return _real_task(dataset, data_dir=data_dir, seq_len=seq_len, **params)
+    dataset_builder = generated_builder(name, data_dir=data_dir, **params)
+    config = dataset_builder.builder_config
+    source = _prepared_source(dataset_builder)
+    common = dict(name=f"{dataset}/{config.name}", splits=builder.SPLITS, source=source)
+    if dataset == "chars":
+        return Task(
+            kind="lm",
+            vocab_size=chars.VOCAB_SIZE,
+            seq_len=seq_len or 256,
+            num_classes=None,
+            packed=True,
+            **common,
+        )
+    if seq_len is not None:
+        raise ValueError(f"{dataset}: the sequence length comes from the config; drop seq_len.")
+    if dataset == "listops":
+        return Task(
+            kind="classification",
+            vocab_size=listops.VOCAB_SIZE,
+            seq_len=config.max_length,
+            num_classes=listops.NUM_CLASSES,
+            **common,
+        )
+    return Task(
+        kind="lm", vocab_size=config.vocab_size, seq_len=config.seq_len, num_classes=None, **common
+    )
+
+
+def _real_task(dataset: str, *, data_dir, seq_len, grayscale: bool = True) -> Task:
+    def source(split):
+        return tfds.data_source(dataset, split=split, data_dir=data_dir)
+
+    if dataset == "imdb_reviews":
+        seq_len = seq_len or 4096
+        return Task(
+            name=dataset,
+            kind="classification",
+            vocab_size=chars.VOCAB_SIZE,
+            seq_len=seq_len,
+            num_classes=2,
+            splits=("train", "test"),
+            source=source,
+            preprocess=functools.partial(real.text_classification, max_len=seq_len),
+        )
+    if dataset == "cifar10":
+        if seq_len is not None:
+            raise ValueError("cifar10: the length is 1024 pixels (3072 in colour); drop seq_len.")
+        return Task(
+            name=dataset,
+            kind="classification",
+            vocab_size=real.PIXEL_VOCAB,
+            seq_len=1024 if grayscale else 3072,
+            num_classes=10,
+            splits=("train", "test"),
+            source=source,
+            preprocess=functools.partial(real.pixel_classification, grayscale=grayscale),
+        )
+    return Task(
+        name=dataset,
+        kind="lm",
+        vocab_size=chars.VOCAB_SIZE,
+        seq_len=seq_len or 512,
+        num_classes=None,
+        splits=("train", "test"),
+        source=source,
+        preprocess=real.text_document,
+        packed=True,
+    )
