@@ -34,14 +34,27 @@ class TaskConfig(tfds.core.BuilderConfig):
 class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Generates every split of a task locally (nothing is downloaded) from its config's seed.
 
-    Subclasses set BUILDER_CONFIGS, `features()` and `example_fn()`; `check_params` runs before
-    any generation so bad parameters fail at once with a ValueError.
+    Subclasses set BUILDER_CONFIGS, `check_params`, `features()` and `example_fn()`. `validate`
+    runs before anything is generated or written, so bad parameters fail at once.
     """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     DESCRIPTION = ""
     CITATION = ""
+
+    @staticmethod
+    def check_params(**params) -> None:
+        """Raises ValueError for task parameters no example can satisfy."""
+        raise NotImplementedError
+
+    @classmethod
+    def validate(cls, config: TaskConfig) -> None:
+        """Raises ValueError for a config that cannot be generated."""
+        sizes = config.split_sizes()
+        if any(n < 0 for n in sizes.values()):
+            raise ValueError(f"{cls.name}: split sizes must be >= 0, got {sizes}.")
+        cls.check_params(**config.task_params())
 
     def features(self) -> tfds.features.FeaturesDict:
         raise NotImplementedError
@@ -64,6 +77,7 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         config = self.builder_config
+        self.validate(config)
         splits = generation.unique_splits(
             self.example_fn(),
             config.seed,

@@ -84,10 +84,16 @@ class Chars(tfds.core.GeneratorBasedBuilder):
             disable_shuffling=True,
         )
 
-    def _split_generators(self, dl_manager):
-        config = self.builder_config
+    @classmethod
+    def validate(cls, config: CharsConfig) -> None:
+        """Raises ValueError for a config that cannot be built on this Python."""
         if config.chunk_len < 2:
             raise ValueError(f"chars: chunk_len must be >= 2, got {config.chunk_len}.")
+        stdlib_modules(config.python_version)
+
+    def _split_generators(self, dl_manager):
+        config = self.builder_config
+        self.validate(config)
         files = {split: [] for split in builder.SPLITS}
         for path in stdlib_modules(config.python_version):
             split = held_out_split(path.name, config.validation_percent, config.test_percent)

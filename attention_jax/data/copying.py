@@ -73,6 +73,7 @@ class _CopyingBuilder(builder.TaskBuilder, skip_registration=True):
     BUILDER_CONFIGS = COPYING_CONFIGS
     DEFAULT_BUILDER_CONFIG_NAME = "small"
     DESCRIPTION = __doc__
+    check_params = staticmethod(check_copying_params)
     CITATION = "Gu and Dao. Mamba: Linear-Time Sequence Modeling with Selective State Spaces. 2023."
 
     def features(self):
@@ -80,7 +81,6 @@ class _CopyingBuilder(builder.TaskBuilder, skip_registration=True):
 
     def example_fn(self):
         params = self.builder_config.task_params()
-        check_copying_params(**params)
         return functools.partial(copying_example, **params, selective=self.SELECTIVE)
 
 

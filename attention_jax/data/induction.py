@@ -61,6 +61,7 @@ class InductionHeads(builder.TaskBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "small"
     DESCRIPTION = __doc__
+    check_params = staticmethod(check_induction_params)
     CITATION = (
         "Fu et al. Hungry Hungry Hippos: Towards Language Modeling with State Space Models. 2023."
     )
@@ -70,5 +71,4 @@ class InductionHeads(builder.TaskBuilder):
 
     def example_fn(self):
         params = self.builder_config.task_params()
-        check_induction_params(**params)
         return functools.partial(induction_example, **params)

@@ -120,6 +120,7 @@ class Listops(builder.TaskBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "small"
     DESCRIPTION = __doc__
+    check_params = staticmethod(check_listops_params)
     CITATION = "Tay et al. Long Range Arena: A Benchmark for Efficient Transformers. ICLR 2021."
 
     def features(self):
@@ -132,5 +133,4 @@ class Listops(builder.TaskBuilder):
 
     def example_fn(self):
         params = self.builder_config.task_params()
-        check_listops_params(**params)
         return functools.partial(listops_example, **params)

@@ -123,6 +123,7 @@ class Mqar(builder.TaskBuilder):
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "small_s128_kv8"
     DESCRIPTION = __doc__
+    check_params = staticmethod(check_mqar_params)
     CITATION = (
         "Arora, Eyuboglu et al. Zoology: Measuring and Improving Recall in Efficient Language "
         "Models. 2023."
@@ -133,6 +134,5 @@ class Mqar(builder.TaskBuilder):
 
     def example_fn(self):
         params = self.builder_config.task_params()
-        check_mqar_params(**params)
         gaps = mqar_gap_probabilities(params["seq_len"], params["num_kv_pairs"])
         return functools.partial(mqar_example, **params, gap_probabilities=gaps)

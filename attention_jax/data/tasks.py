@@ -81,13 +81,16 @@ def generated_builder(name: str, *, data_dir: str | None = None, **overrides):
     """The TFDS builder of a generated task, `dataset/config` plus parameter overrides."""
     dataset, _, config_name = name.partition("/")
     if dataset not in GENERATED:
-        raise ValueError(f"Unknown generated task {dataset!r}; known: {sorted(GENERATED)}.")
+        raise ValueError(
+            f"Unknown task {dataset!r}; generated: {sorted(GENERATED)}, real: {list(REAL)}."
+        )
     builder_cls = GENERATED[dataset]
     configs = {config.name: config for config in builder_cls.BUILDER_CONFIGS}
     config_name = config_name or builder_cls.DEFAULT_BUILDER_CONFIG_NAME
     if config_name not in configs:
         raise ValueError(f"{dataset} has configs {sorted(configs)}, not {config_name!r}.")
     config = builder.with_overrides(configs[config_name], **overrides)
+    builder_cls.validate(config)  # before TFDS creates any folder
     return builder_cls(config=config, data_dir=data_dir, file_format="array_record")
 
 
@@ -110,8 +113,8 @@ def get_task(
     Args:
       name: a generated task `dataset[/config]` (see GENERATED) or a real dataset (see REAL).
       data_dir: where TFDS keeps datasets; None for its default (~/tensorflow_datasets).
-      seq_len: row length for text (chars, lm1b) and the truncation length of imdb_reviews;
-        the generated sequence tasks take their length from their config.
+      seq_len: the length of a generated sequence task (mqar, copying, induction_heads), of
+        the rows of packed text (chars, lm1b), or where imdb_reviews is truncated.
       **params: config overrides of a generated task (seed=1, num_train=...), or `grayscale`
         for cifar10.
     """
@@ -123,6 +126,8 @@ def get_task(
                 f"{dataset} takes no parameters {sorted(params)}; only cifar10 takes grayscale=."
             )
         return _real_task(dataset, data_dir=data_dir, seq_len=seq_len, **params)
+    if seq_len is not None and dataset not in ("chars", "listops"):
+        params["seq_len"] = seq_len  # a parameter of the generated sequence tasks
     dataset_builder = generated_builder(name, data_dir=data_dir, **params)
     config = dataset_builder.builder_config
     source = _prepared_source(dataset_builder)
@@ -136,9 +141,9 @@ def get_task(
             packed=True,
             **common,
         )
-    if seq_len is not None:
-        raise ValueError(f"{dataset}: the sequence length comes from the config; drop seq_len.")
     if dataset == "listops":
+        if seq_len is not None:
+            raise ValueError("listops: lengths are set by min_length and max_length, not seq_len.")
         return Task(
             kind="classification",
             vocab_size=listops.VOCAB_SIZE,

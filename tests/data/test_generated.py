@@ -84,7 +84,12 @@ PAPER = [
 ]
 
 
-@pytest.mark.parametrize("name, draw, params", PAPER, ids=lambda p: str(p)[:40])
+def _case_id(case):
+    name, _, params = case
+    return name + "-" + "-".join(f"{k}{v}" for k, v in params.items())
+
+
+@pytest.mark.parametrize("name, draw, params", PAPER, ids=[_case_id(c) for c in PAPER])
 def test_paper_and_edge_sizes_pass_the_checker(name, draw, params):
     rng = np.random.default_rng(7)
     kwargs = dict(params)

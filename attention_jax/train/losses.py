@@ -1,0 +1,32 @@
+"""Losses and accuracies for the two task kinds, over the batches `attention_jax.data` yields."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def next_token_loss(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array):
+    """Mean cross-entropy and accuracy over the positions where `loss_mask` is set.
+
+    Args:
+      logits: float [B, T, V].
+      targets: int [B, T].
+      loss_mask: bool [B, T]; positions that count (queries in MQAR, real text in LM).
+
+    Returns:
+      (loss, accuracy, number of scored positions), float32 scalars.
+    """
+    weights = loss_mask.astype(jnp.float32)
+    count = jnp.sum(weights)
+    # A batch with nothing to score gives 0, not 0/0.
+    denominator = jnp.maximum(count, 1.0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return jnp.sum(losses * weights) / denominator, jnp.sum(correct * weights) / denominator, count
+
+
+def classification_loss(logits: jax.Array, labels: jax.Array):
+    """Mean cross-entropy and accuracy of class logits float [B, C] against int labels [B]."""
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    return jnp.mean(losses), accuracy
