@@ -33,6 +33,12 @@ def main(argv):
             f"| {w.task} | {w.batch_size} | {w.step_ms:.1f} | {w.wait_ms:.2f} | "
             f"{100 * w.wait_fraction:.1f}% | {w.pipeline_batches_per_s:.0f} |"
         )
+    lines += ["", "| Task | Split | Examples | Majority rate |", "|---|---|---:|---:|"]
+    for name in c.balance_tasks:
+        task = data.get_task(name, data_dir=c.data_dir or None, **overrides)
+        for split in ("validation", "test"):
+            rate = task.majority_rate(split)
+            lines.append(f"| {task.name} | {split} | {len(task.source(split))} | {rate:.3f} |")
     table = "\n".join(lines) + "\n"
     os.makedirs(_WORKDIR.value, exist_ok=True)
     with open(os.path.join(_WORKDIR.value, "data.md"), "w") as f:

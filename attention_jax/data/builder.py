@@ -28,7 +28,8 @@ class TaskConfig(tfds.core.BuilderConfig):
         }
 
     def split_sizes(self) -> dict[str, int]:
-        return {"train": self.num_train, "validation": self.num_validation, "test": self.num_test}
+        # Drawn in this order, so the held-out splits do not change with num_train.
+        return {"test": self.num_test, "validation": self.num_validation, "train": self.num_train}
 
 
 class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -51,9 +52,7 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def validate(cls, config: TaskConfig) -> None:
         """Raises ValueError for a config that cannot be generated."""
-        sizes = config.split_sizes()
-        if any(n < 0 for n in sizes.values()):
-            raise ValueError(f"{cls.name}: split sizes must be >= 0, got {sizes}.")
+        generation.check_split_sizes(config.split_sizes(), cls.name)
         cls.check_params(**config.task_params())
 
     def features(self) -> tfds.features.FeaturesDict:

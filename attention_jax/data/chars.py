@@ -1,13 +1,15 @@
 """A character-level language-modelling corpus that needs no download: Python's own library source.
 
 Every Python installation ships the source of its standard library, so the corpus is the same on
-every machine with the same Python minor version, and the config pins that version. Each
+every machine with the same Python version; the config pins the minor version and the dataset
+description records the exact version and a digest of the corpus, to compare across machines. Each
 top-level `*.py` module of the standard library is one document; about a tenth of the modules (by
 a hash of the file name) are held out, so no file contributes to two splits. Documents are cut
 into chunks of at most `chunk_len` bytes. Tokens are bytes + 1 (0 stays free for padding).
 """
 
 import dataclasses
+import hashlib
 import pathlib
 import sys
 import sysconfig
@@ -55,6 +57,14 @@ def stdlib_modules(python_version: str) -> list[pathlib.Path]:
     return sorted(pathlib.Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
 
 
+def corpus_digest(python_version: str) -> str:
+    """sha256 over module names and contents: patch releases can differ within a minor version."""
+    digest = hashlib.sha256()
+    for path in stdlib_modules(python_version):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclasses.dataclass(eq=False)
 class CharsConfig(tfds.core.BuilderConfig):
     python_version: str = RUNNING_PYTHON
@@ -77,7 +87,8 @@ class Chars(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            description=__doc__,
+            description=f"{__doc__}\nBuilt from Python {sys.version.split()[0]}'s standard "
+            f"library, corpus sha256 {corpus_digest(self.builder_config.python_version)}.",
             features=tfds.features.FeaturesDict(
                 {"text": tfds.features.Tensor(shape=(None,), dtype=np.int32)}
             ),
@@ -89,6 +100,12 @@ class Chars(tfds.core.GeneratorBasedBuilder):
         """Raises ValueError for a config that cannot be built on this Python."""
         if config.chunk_len < 2:
             raise ValueError(f"chars: chunk_len must be >= 2, got {config.chunk_len}.")
+        held_out = config.validation_percent + config.test_percent
+        if min(config.validation_percent, config.test_percent) < 0 or held_out >= 100:
+            raise ValueError(
+                f"chars: need validation_percent, test_percent >= 0 with a sum below 100; got "
+                f"{config.validation_percent} and {config.test_percent}."
+            )
         stdlib_modules(config.python_version)
 
     def _split_generators(self, dl_manager):

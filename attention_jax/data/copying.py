@@ -15,7 +15,8 @@ import numpy as np
 
 from attention_jax.data import builder
 
-PAD, BLANK, MARKER = 0, 1, 2
+# Token 0 is left for padding and never generated.
+BLANK, MARKER = 1, 2
 FIRST_DATA_TOKEN = 3
 
 

@@ -16,6 +16,12 @@ def example_digest(example: Example, key: str = "inputs") -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(example[key]).tobytes(), digest_size=16).digest()
 
 
+def check_split_sizes(sizes: Mapping[str, int], description: str) -> None:
+    """Raises ValueError for a negative split size."""
+    if any(n < 0 for n in sizes.values()):
+        raise ValueError(f"{description}: split sizes must be >= 0, got {dict(sizes)}.")
+
+
 def unique_splits(
     draw: Callable[[np.random.Generator], Example],
     seed: int,
@@ -29,8 +35,7 @@ def unique_splits(
     twice in one): the LRA ListOps recipe. Same seed and sizes give the same splits; a split's
     content depends only on the seed and the sizes of the splits listed before it.
     """
-    if any(n < 0 for n in sizes.values()):
-        raise ValueError(f"{description}: split sizes must be >= 0, got {dict(sizes)}.")
+    check_split_sizes(sizes, description)
     rng = np.random.default_rng(seed)
     seen: set[bytes] = set()
     splits: dict[str, list[Example]] = {}

@@ -12,7 +12,8 @@ import numpy as np
 
 from attention_jax.data import builder
 
-PAD, TRIGGER = 0, 1
+# Token 0 is left for padding and never generated.
+TRIGGER = 1
 FIRST_DATA_TOKEN = 2
 
 

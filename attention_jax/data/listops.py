@@ -24,6 +24,8 @@ TOKEN = {name: i for i, name in enumerate(VOCAB)}
 VOCAB_SIZE = len(VOCAB)
 NUM_CLASSES = 10
 OPERATOR_P = 0.25  # LRA's VALUE_P: the chance a node below max_depth is an operator.
+# Draws per example before giving up: lengths that are possible but vanishingly rare.
+MAX_TRIES = 100_000
 
 
 def check_listops_params(max_depth: int, max_args: int, min_length: int, max_length: int) -> None:
@@ -37,8 +39,15 @@ def check_listops_params(max_depth: int, max_args: int, min_length: int, max_len
             f"listops: need 1 <= min_length <= max_length, got min_length={min_length}, "
             f"max_length={max_length}."
         )
-    if min_length > 1 and max_depth == 1:
-        raise ValueError("listops: max_depth=1 allows only single digits, so min_length must be 1.")
+    longest = 1  # the longest expression: every operator at full arity down to max_depth
+    for _ in range(max_depth - 1):
+        longest = 2 + max_args * longest
+    if longest < min_length:
+        raise ValueError(
+            f"listops: with max_depth={max_depth} and max_args={max_args} the longest expression "
+            f"has {longest} tokens, fewer than min_length={min_length}; lower min_length or "
+            f"raise max_depth / max_args."
+        )
 
 
 def _operate(operator: str, args: list[int]) -> int:
@@ -80,7 +89,7 @@ def listops_example(
     limits = (max_depth, max_args, max_length)
     # Most draws are rejected; Python's own generator makes the many scalar draws ~10x cheaper.
     tree_rng = random.Random(int(rng.integers(2**63)))
-    while True:
+    for _ in range(MAX_TRIES):
         tokens: list[int] = []
         try:
             value = _grow(tree_rng, 1, limits, tokens)
@@ -88,6 +97,10 @@ def listops_example(
             continue
         if min_length <= len(tokens) <= max_length:
             return {"inputs": np.asarray(tokens, np.int32), "label": np.int32(value)}
+    raise ValueError(
+        f"listops: no expression with {min_length} to {max_length} tokens in {MAX_TRIES} draws "
+        f"(max_depth={max_depth}, max_args={max_args}); widen the length range."
+    )
 
 
 def detokenize(tokens: np.ndarray) -> str:

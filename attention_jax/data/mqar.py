@@ -91,6 +91,8 @@ class MqarConfig(builder.TaskConfig):
 
 
 # Zoology's Figure 2 sizes with its vocabulary and split sizes, and CPU-small versions of each.
+# The small vocabulary (127 keys) still holds 64 distinct pairs, though unlike Zoology it is
+# smaller than the longest sequence, so fillers repeat keys more often at length 512.
 PAPER_SIZES = ((64, 4), (128, 8), (256, 16), (512, 64))
 SMALL_VOCAB = 256
 

@@ -11,7 +11,7 @@ import grain
 import jax
 import numpy as np
 
-Example = dict[str, np.ndarray]
+from attention_jax.data.generation import Example
 
 
 def host_shard(num_examples: int, shard_index: int | None, shard_count: int | None) -> slice:
@@ -23,6 +23,14 @@ def host_shard(num_examples: int, shard_index: int | None, shard_count: int | No
     if count > num_examples:
         raise ValueError(f"{count} hosts but only {num_examples} examples: each host needs one.")
     return slice(index, None, count)
+
+
+def shuffle_seed(seed: int) -> int:
+    """A well-mixed seed for grain's shuffle, which orders epoch e by seed + e.
+
+    Without mixing, seed s at epoch 1 would replay seed s + 1 at epoch 0.
+    """
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1, np.uint32)[0] >> 1)
 
 
 def pad_to(example: Example, length: int, *, field: str = "inputs") -> Example:
@@ -42,10 +50,20 @@ def pad_to(example: Example, length: int, *, field: str = "inputs") -> Example:
 
 
 def next_token_rows(example: Example) -> Example:
-    """A packed row of text, seq_len + 1 long, as inputs/targets/loss_mask of length seq_len."""
-    text = example["text"]
-    targets = text[1:]
-    return {"inputs": text[:-1], "targets": targets, "loss_mask": targets != 0}
+    """A packed row of seq_len + 1 tokens as inputs/targets/loss_mask/segment_ids of seq_len.
+
+    A target from the next document (or padding) is not scored: nothing in the current document
+    predicts it. `segment_ids` numbers the documents in the row (0 for padding), for models that
+    keep attention within a document.
+    """
+    text, segments = example["text"], example["text_segment_ids"]
+    same_document = segments[1:] == segments[:-1]
+    return {
+        "inputs": text[:-1],
+        "targets": text[1:],
+        "loss_mask": same_document & (segments[1:] != 0),
+        "segment_ids": segments[:-1],
+    }
 
 
 def make_pipeline(
@@ -73,8 +91,11 @@ def make_pipeline(
       preprocess: applied to each example before padding or packing.
       pad_length: pad `inputs` to this length and add `lengths` (classification).
       pack_length: concatenate `text` across examples and cut rows of pack_length + 1 tokens,
-        returned as `inputs`/`targets`/`loss_mask` of length pack_length (language modelling).
+        returned as `inputs`/`targets`/`loss_mask`/`segment_ids` of length pack_length
+        (language modelling; see `next_token_rows`).
       shard_index, shard_count: this host's shard; default `jax.process_index()` / `count()`.
+        Every host must pass the same seed: the shuffled stream is shared and each host reads
+        every shard_count-th example of it. A finite pass can leave hosts one example apart.
       drop_remainder: drop a last partial batch (training); keep it for exact evaluation.
       prefetch: batches prepared ahead in a background thread (0 for none).
     """
@@ -83,15 +104,19 @@ def make_pipeline(
     if pad_length is not None and pack_length is not None:
         raise ValueError("pad_length and pack_length are alternatives; give one.")
     ds = grain.MapDataset.source(source)
-    ds = ds[host_shard(len(ds), shard_index, shard_count)]
+    shard = host_shard(len(ds), shard_index, shard_count)
+    # Shuffle and repeat the whole dataset, then take this host's share of the stream: the
+    # hosts' batches at step s together hold the examples one host would have read, whatever
+    # the host count. Each host still reads only its own examples (everything is lazy).
+    if shuffle:
+        ds = ds.shuffle(seed=shuffle_seed(seed))
+    if num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    ds = ds[shard]
     if preprocess is not None:
         ds = ds.map(preprocess)
     if pad_length is not None:
         ds = ds.map(lambda ex: pad_to(ex, pad_length))
-    if shuffle:
-        ds = ds.shuffle(seed=seed)
-    if num_epochs != 1:
-        ds = ds.repeat(num_epochs)
     ids = ds.to_iter_dataset()
     if pack_length is not None:
         ids = grain.experimental.ConcatThenSplitIterDataset(

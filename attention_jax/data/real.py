@@ -28,7 +28,8 @@ def text_classification(example, *, max_len: int) -> dict[str, np.ndarray]:
 def pixel_classification(example, *, grayscale: bool = True) -> dict[str, np.ndarray]:
     """An image as a raster-order sequence of 0..255 intensities (LRA Image), with its label.
 
-    Grayscale gives H*W tokens; otherwise the channels of each pixel follow one another (H*W*3).
+    Grayscale (the luma weights LRA's TensorFlow pipeline used, rounded to the nearest level)
+    gives H*W tokens; otherwise the channels of each pixel follow one another (H*W*3).
     """
     image = np.asarray(example["image"], np.float64)
     if grayscale:

@@ -12,8 +12,10 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from attention_jax.data import (
     builder,
@@ -56,6 +58,8 @@ class Task:
         """`make_pipeline` over one split; kwargs: seed, shuffle, num_epochs, shard_index, ..."""
         if split not in self.splits:
             raise ValueError(f"{self.name} has splits {self.splits}, not {split!r}.")
+        if {"pad_length", "pack_length"} & set(kwargs):
+            raise ValueError(f"{self.name}: the task sets its own padding or packing length.")
         if self.packed:
             kwargs["pack_length"] = self.seq_len
         elif self.kind == "classification":
@@ -94,9 +98,22 @@ def generated_builder(name: str, *, data_dir: str | None = None, **overrides):
     return builder_cls(config=config, data_dir=data_dir, file_format="array_record")
 
 
+def _prepare_once_per_job(dataset_builder) -> None:
+    """Host 0 generates first; the others then find the files (shared storage) or generate the
+    same data themselves (host-local storage), never racing on one directory."""
+    if jax.process_count() == 1:
+        dataset_builder.download_and_prepare()
+        return
+    if jax.process_index() == 0:
+        dataset_builder.download_and_prepare()
+    multihost_utils.sync_global_devices(f"prepared {dataset_builder.name}")
+    if jax.process_index() != 0:
+        dataset_builder.download_and_prepare()
+
+
 def _prepared_source(dataset_builder):
     """Generates the dataset once (a no-op when its files exist), then opens splits on demand."""
-    prepared = functools.cache(dataset_builder.download_and_prepare)
+    prepared = functools.cache(functools.partial(_prepare_once_per_job, dataset_builder))
 
     def source(split: str):
         prepared()

@@ -99,7 +99,7 @@ LISTOPS = dict(max_depth=10, max_args=10, min_length=32, max_length=256)
         (dict(min_length=0), _escaped("1 <= min_length", "min_length=0")),
         (dict(max_args=1), _escaped("max_args >= 2", "got 10 and 1")),
         (dict(max_depth=0), _escaped("max_depth >= 1", "got 0 and 10")),
-        (dict(max_depth=1), "max_depth=1 allows only single digits"),
+        (dict(max_depth=1), "longest expression has 1 tokens"),
     ],
 )
 def test_listops_rejects(tmp_path, overrides, match):
@@ -338,3 +338,9 @@ def test_chars_rejects_short_chunks(tmp_path):
     with pytest.raises(ValueError, match="chunk_len must be >= 2, got 1"):
         get_task("chars", data_dir=tmp_path, chunk_len=1).source("train")
     assert _dataset_files(tmp_path) == []
+
+
+def test_listops_lengths_the_grammar_cannot_reach():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="longest expression has 7 tokens"):
+        listops_example(rng, max_depth=2, max_args=5, min_length=10, max_length=20)

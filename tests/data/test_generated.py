@@ -1,5 +1,8 @@
 """Every generated example passes an independent checker; seeds, splits and sizes behave."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -144,3 +147,28 @@ def test_majority_rate_of_a_split(data_dir):
     labels = [int(task.source("test")[i]["label"]) for i in range(SIZES["num_test"])]
     want = np.bincount(labels).max() / len(labels)
     assert task.majority_rate("test") == pytest.approx(want)
+
+
+def test_generation_does_not_depend_on_the_process():
+    """Two interpreters with different hash seeds draw the same splits (no salted hashing)."""
+    script = (
+        "import functools, hashlib; from attention_jax import data; "
+        "d = hashlib.sha256(); "
+        "draws = [functools.partial(data.listops_example, max_depth=6, max_args=5, "
+        "min_length=8, max_length=64), functools.partial(data.mqar_example, seq_len=64, "
+        "num_kv_pairs=4, vocab_size=64)]; "
+        "[d.update(ex['inputs'].tobytes()) for draw in draws "
+        "for split in data.unique_splits(draw, 3, {'test': 20, 'train': 50}).values() "
+        "for ex in split]; print(d.hexdigest())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1 and len(outputs.pop()) == 64

@@ -153,11 +153,17 @@ def test_lm1b_rows_pack_the_texts_in_order(tmp_path, split):
         examples, rows = _read(task, split, batch_size=4)
 
     inputs, targets, loss_mask = rows["inputs"], rows["targets"], rows["loss_mask"]
-    assert set(rows) == {"inputs", "targets", "loss_mask"}
+    assert set(rows) == {"inputs", "targets", "loss_mask", "segment_ids"}
     assert inputs.shape == targets.shape == loss_mask.shape
     assert inputs.shape[1] == seq_len
     np.testing.assert_array_equal(targets[:, :-1], inputs[:, 1:])
-    np.testing.assert_array_equal(loss_mask, targets != 0)
+    # Scored: real targets that continue the same text (a new text starts unpredictably).
+    lengths = [len(_utf8(ex["text"])) for ex in examples]
+    text_of = np.repeat(np.arange(len(lengths)), lengths)
+    for r, row_mask in enumerate(loss_mask):
+        for j, scored in enumerate(row_mask):
+            i = r * (seq_len + 1) + j
+            assert scored == (i + 1 < len(text_of) and text_of[i] == text_of[i + 1])
 
     stream = np.concatenate(
         [np.frombuffer(_utf8(ex["text"]), np.uint8).astype(np.int64) + 1 for ex in examples]

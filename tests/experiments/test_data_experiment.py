@@ -20,5 +20,6 @@ def test_small_run_writes_both_tables(tmp_path, monkeypatch):
     data_experiment.main([])
     table = (tmp_path / "out" / "data.md").read_text()
     assert "| listops/small" in table and "Wait for data" in table
-    # Two headers, three generated tasks, three pipelines.
-    assert sum(line.startswith("| ") for line in table.splitlines()) == 8
+    # Three headers, three generated tasks, three pipelines, five tasks x two splits.
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 19
+    assert "Majority rate" in table
