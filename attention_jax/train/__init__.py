@@ -1,5 +1,14 @@
-"""Training: losses and metrics (the trainer builds on these)."""
+"""Training: the loop, optimizer, mesh and sharding, checkpoints, metrics, losses."""
 
+from attention_jax.train.config import TrainConfig, from_config_dict
 from attention_jax.train.losses import classification_loss, next_token_loss
+from attention_jax.train.trainer import evaluate, train_and_evaluate
 
-__all__ = ["classification_loss", "next_token_loss"]
+__all__ = [
+    "TrainConfig",
+    "classification_loss",
+    "evaluate",
+    "from_config_dict",
+    "next_token_loss",
+    "train_and_evaluate",
+]

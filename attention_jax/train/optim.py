@@ -1,0 +1,95 @@
+"""The optimizer from config: AdamW, Adafactor or Lion; warmup then cosine or rsqrt; clipping."""
+
+import dataclasses
+
+import jax
+import optax
+
+OPTIMIZERS = ("adamw", "adafactor", "lion")
+SCHEDULES = ("cosine", "rsqrt", "constant")
+# Parameters that are never decayed when `decay_all` is off: norms, biases and embeddings.
+NO_DECAY_NAMES = ("bias", "scale", "embedding", "table", "cls_token")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    end_learning_rate_fraction: float = 0.0  # cosine decays to this fraction of the peak
+    weight_decay: float = 0.0
+    decay_all: bool = False  # also decay norms, biases and embeddings
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float | None = 1.0  # global gradient-norm clipping; None for none
+    grad_accum_steps: int = 1  # microbatches per step, accumulated inside the step
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}; got {self.name!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"optimizer.schedule must be one of {SCHEDULES}; got {self.schedule!r}."
+            )
+        if self.learning_rate <= 0 or self.warmup_steps < 0 or self.grad_accum_steps < 1:
+            raise ValueError(
+                "optimizer: need learning_rate > 0, warmup_steps >= 0 and grad_accum_steps >= 1; "
+                f"got {self.learning_rate}, {self.warmup_steps}, {self.grad_accum_steps}."
+            )
+
+
+def learning_rate_schedule(config: OptimizerConfig, num_steps: int) -> optax.Schedule:
+    """Linear warmup to the peak, then cosine decay to the end, rsqrt decay, or constant."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, peak, warmup, max(num_steps, warmup + 1), peak * config.end_learning_rate_fraction
+        )
+    ramp = optax.linear_schedule(0.0, peak, max(warmup, 1))
+    if config.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    else:
+
+        def after(steps_after_warmup):
+            # peak * sqrt(warmup / step), continuous at the end of warmup (the Transformer's rule).
+            step = steps_after_warmup + max(warmup, 1)
+            return peak * jax.lax.rsqrt(step / max(warmup, 1))
+
+    return optax.join_schedules([ramp, after], [warmup])
+
+
+def decay_mask(params):
+    """True for the parameters weight decay applies to: kernels, not norms/biases/embeddings."""
+
+    def decays(path, _):
+        names = [str(getattr(key, "key", getattr(key, "name", key))) for key in path]
+        return not any(name in NO_DECAY_NAMES for name in names)
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
+    """The gradient transformation: clip, then the optimizer with its schedule and decay mask."""
+    schedule = learning_rate_schedule(config, num_steps)
+    mask = None if config.decay_all else decay_mask
+    if config.name == "adamw":
+        optimizer = optax.adamw(
+            schedule,
+            b1=config.b1,
+            b2=config.b2,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            mask=mask,
+        )
+    elif config.name == "lion":
+        optimizer = optax.lion(
+            schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=mask
+        )
+    else:
+        optimizer = optax.adafactor(
+            schedule, weight_decay_rate=config.weight_decay or None, weight_decay_mask=mask
+        )
+    clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    return optax.chain(*clip, optimizer)

@@ -1,0 +1,245 @@
+"""train_and_evaluate(config, workdir): the whole run as a library function notebooks import.
+
+Steps are `jax.jit` with shardings on a mesh (data, fsdp, tensor, expert); parameters and
+optimizer state are created already sharded; each host reads only its rows of each batch.
+A restarted run resumes from the newest readable checkpoint in `workdir`, data iterator
+included, and continues exactly as if it had never stopped.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attention_jax import data, models
+from attention_jax.train import checkpoint, metrics, optim, sharding, step
+from attention_jax.train import config as config_lib
+
+
+class _Preemption:
+    """Turns SIGTERM (a TPU preemption, a cluster's kill) into a final checkpoint and exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some notebook runners): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint and stopping.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
+    """This host's batch size, after checking the global batch splits evenly everywhere."""
+    dp = sharding.data_parallel_size(mesh)
+    microbatch = config.batch_size // config.optimizer.grad_accum_steps
+    if microbatch % dp:
+        raise ValueError(
+            f"batch_size {config.batch_size} / grad_accum_steps "
+            f"{config.optimizer.grad_accum_steps} = {microbatch} rows per microbatch is not "
+            f"divisible by the {dp} data-parallel devices (mesh data x fsdp); change batch_size."
+        )
+    if config.batch_size % jax.process_count():
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {jax.process_count()} hosts."
+        )
+    return config.batch_size // jax.process_count()
+
+
+def _eval_batches(task, split, local_batch: int, global_batch: int, limit: int | None):
+    """This host's batches of a full pass over `split`, padded so every host runs the same count.
+
+    Padding rows carry no loss (loss_mask or example_mask False), so sums stay exact.
+    """
+    num_examples = len(task.source(split))
+    count = -(-num_examples // global_batch)
+    if limit is not None:
+        count = min(count, limit)
+    iterator = iter(
+        task.pipeline(
+            split,
+            batch_size=local_batch,
+            shuffle=False,
+            num_epochs=1,
+            drop_remainder=False,
+            prefetch=0,
+        )
+    )
+    template = None
+    for _ in range(count):
+        batch = next(iterator, None)
+        if batch is not None and template is None:
+            template = batch
+        yield _pad_rows(batch, template, local_batch)
+
+
+def _pad_rows(batch, template, size: int):
+    """A batch padded with empty rows to `size` (a missing batch becomes all padding)."""
+    if batch is None:
+        batch = jax.tree.map(lambda x: x[:0], template)
+    rows = len(next(iter(batch.values())))
+    batch = dict(batch)
+    if "label" in batch:
+        batch["example_mask"] = np.arange(size) < rows
+    padded = {
+        k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)])
+        for k, v in batch.items()
+    }
+    if "lengths" in padded:
+        padded["lengths"] = np.maximum(padded["lengths"], 1)  # an empty row still needs a length
+    return padded
+
+
+def evaluate(eval_step, state, task, split, mesh, local_batch, global_batch, limit=None):
+    """Mean loss and accuracy over a split (or its first `limit` batches)."""
+    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in _eval_batches(task, split, local_batch, global_batch, limit):
+        sums = eval_step(state, sharding.global_batch(batch, mesh))
+        for name, value in jax.device_get(sums).items():
+            totals[name] += float(value)
+    count = max(totals["count"], 1.0)
+    return {
+        f"{split}/loss": totals["loss_sum"] / count,
+        f"{split}/accuracy": totals["correct"] / count,
+    }
+
+
+def train_and_evaluate(
+    config, workdir: str, *, devices=None, stop_after_steps: int | None = None
+) -> dict[str, float]:
+    """Trains `config` (a ConfigDict or TrainConfig) in `workdir`; returns the final metrics.
+
+    Writes `config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/` and `results.json`
+    (the last only when the run reaches num_steps).
+
+    Args:
+      config: the run; see experiments/configs/common.py for every field.
+      workdir: a local or gs:// path; a run restarted on the same workdir resumes.
+      devices: the devices of the mesh (default all; a subset for experiments and tests).
+      stop_after_steps: stop with a checkpoint after this many steps of this call, as a
+        preemption would (for time-boxed jobs); rerunning continues the run.
+    """
+    if not isinstance(config, config_lib.TrainConfig):
+        config = config_lib.from_config_dict(config)
+    if config.distributed:
+        jax.distributed.initialize()
+    task = data.get_task(
+        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
+    )
+    model_config = config_lib.model_config_for(config, task)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    local_batch = _check_batch(config, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(_jsonable(config), f, indent=2)
+
+    tx = optim.make_optimizer(config.optimizer, config.num_steps)
+    schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
+
+    def init():
+        model = models.build(model_config, rngs=nnx.Rngs(config.seed))
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "rest": rest,
+            "opt_state": tx.init(params),
+        }
+
+    abstract = jax.eval_shape(init)
+    state_shardings = sharding.state_shardings(abstract, mesh)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(model_config, rngs=nnx.Rngs(0))))
+    batch_sharding = sharding.batch_sharding(mesh)
+    train_step = jax.jit(
+        step.make_train_step(graphdef, tx, schedule, task.kind, config.optimizer.grad_accum_steps),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        step.make_eval_step(graphdef, task.kind), in_shardings=(state_shardings, batch_sharding)
+    )
+
+    train_iter = iter(task.pipeline("train", batch_size=local_batch, seed=config.seed))
+    checkpointer = checkpoint.Checkpointer(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        keep=config.checkpoint.keep,
+    )
+    abstract_placed = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_shardings
+    )
+    restored = checkpointer.restore_latest(abstract_placed, train_iter)
+    if restored is None:
+        start, state = 0, jax.jit(init, out_shardings=state_shardings)()
+    else:
+        start, state = restored
+        logging.info("Resumed from step %d.", start)
+    writer = metrics.MetricWriter(workdir, start_step=start, num_steps=config.num_steps)
+
+    def evaluate_split(split, limit=config.eval_batches):
+        return evaluate(eval_step, state, task, split, mesh, local_batch, config.batch_size, limit)
+
+    tokens_per_step = config.batch_size * task.seq_len
+    done = start
+    with _Preemption() as preemption:
+        timer, timed_steps = time.perf_counter(), 0
+        for current in range(start, config.num_steps):
+            batch = sharding.global_batch(next(train_iter), mesh)
+            state, step_metrics = train_step(state, batch)
+            done = current + 1
+            timed_steps += 1
+            if done % config.log_every == 0 or done == config.num_steps:
+                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                seconds = (time.perf_counter() - timer) / timed_steps
+                values |= {
+                    "train/step_time_s": seconds,
+                    "train/tokens_per_s": tokens_per_step / seconds,
+                }
+                writer.write(done, values)
+                writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
+                timer, timed_steps = time.perf_counter(), 0
+            if done % config.eval_every == 0 and done < config.num_steps:
+                writer.write(done, evaluate_split("validation"))
+            stop = preemption.requested or (
+                stop_after_steps is not None and done - start >= stop_after_steps
+            )
+            if stop or done % config.checkpoint.every_steps == 0:
+                checkpointer.save(done, state, train_iter)
+            if stop and done < config.num_steps:
+                break
+        finished = done == config.num_steps
+    results = {}
+    if finished:
+        if checkpointer.manager.latest_step() != config.num_steps:
+            checkpointer.save(config.num_steps, state, train_iter)
+        results = evaluate_split("validation", None) | evaluate_split("test", None)
+        results["train/steps"] = config.num_steps
+        writer.write(config.num_steps, results)
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "results.json"), "w") as f:
+                json.dump(results, f, indent=2)
+    checkpointer.close()
+    writer.close()
+    return results
+
+
+def _jsonable(config: config_lib.TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

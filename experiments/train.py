@@ -1,0 +1,22 @@
+"""Train one config: python -m experiments.train --config=experiments/configs/<task>.py:<args>
+--workdir=DIR. Short on purpose: the loop is `attention_jax.train.train_and_evaluate`."""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from attention_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and results go here.")
+flags.mark_flags_as_required(["config", "workdir"])
+# Warnings and errors only (orbax logs every write at INFO); --verbosity=0 brings them back.
+flags.FLAGS.set_default("verbosity", -1)
+
+
+def main(argv):
+    del argv
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

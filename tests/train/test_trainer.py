@@ -1,0 +1,116 @@
+"""train_and_evaluate end to end on a tiny MQAR config: learning, files, resume, bad configs."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from attention_jax import train
+from attention_jax.train import metrics
+from experiments.configs import mqar
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny(data_dir, **overrides):
+    config = mqar.get_config("size=tiny")
+    config.data_dir = data_dir
+    config.update(overrides)
+    return config
+
+
+def train_losses(workdir):
+    return {r["step"]: r["train/loss"] for r in metrics.read_metrics(workdir) if "train/loss" in r}
+
+
+def test_tiny_run_learns_evaluates_and_writes_its_files(tmp_path, data_dir):
+    results = train.train_and_evaluate(tiny(data_dir), str(tmp_path))
+    losses = train_losses(tmp_path)
+    assert losses[30] < losses[5] - 0.3
+    assert set(results) >= {"validation/loss", "validation/accuracy", "test/loss", "test/accuracy"}
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "mqar/small_s64_kv4"
+    assert any(name.startswith("events") for name in os.listdir(tmp_path / "tensorboard"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20", "30"]
+    records = metrics.read_metrics(tmp_path)
+    assert any("validation/loss" in r and r["step"] == 15 for r in records)
+    assert all(r["train/tokens_per_s"] > 0 for r in records if "train/tokens_per_s" in r)
+
+
+def test_stopped_and_resumed_run_continues_bit_for_bit(tmp_path, data_dir):
+    config = tiny(data_dir, log_every=1)
+    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+    assert train.train_and_evaluate(config, str(tmp_path / "split"), stop_after_steps=13) == {}
+    assert max(train_losses(tmp_path / "split")) == 13
+    resumed = train.train_and_evaluate(config, str(tmp_path / "split"))
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    assert resumed == straight
+
+
+def test_unreadable_newest_checkpoint_is_skipped_for_the_one_before(tmp_path, data_dir, caplog):
+    config = tiny(data_dir, log_every=1)
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+    train.train_and_evaluate(config, str(tmp_path / "run"), stop_after_steps=20)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    shutil.rmtree(checkpoints / "20" / "state")  # a lost or truncated step
+    (checkpoints / "25.orbax-checkpoint-tmp").mkdir()  # a write that never finished
+    resumed = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "step 20" in caplog.text and "cannot be read" in caplog.text
+    assert (checkpoints / "20.unreadable").is_dir()
+    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "straight")
+    assert resumed["test/loss"] == pytest.approx(
+        json.loads((tmp_path / "straight" / "results.json").read_text())["test/loss"], abs=0
+    )
+
+
+MESHES = {
+    "data8": dict(data=8),
+    "fsdp2_data4": dict(data=4, fsdp=2),
+    "tensor2_data4": dict(data=4, tensor=2),
+}
+
+
+@pytest.mark.parametrize("mesh", list(MESHES), ids=list(MESHES))
+def test_sharded_runs_follow_the_single_device_trajectory(tmp_path, data_dir, mesh):
+    config = tiny(data_dir, num_steps=5, log_every=1, eval_every=100)
+    config.model.update(d_model=32, num_heads=4, mlp_dim=64)
+    one = train.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+    config.mesh.update(MESHES[mesh])
+    many = train.train_and_evaluate(config, str(tmp_path / "many"))
+    want, got = train_losses(tmp_path / "one"), train_losses(tmp_path / "many")
+    np.testing.assert_allclose([got[s] for s in want], list(want.values()), rtol=2e-5)
+    assert many["test/loss"] == pytest.approx(one["test/loss"], rel=2e-5)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c.model.update(attention="nope"), "nope"),
+        (lambda c: c.update(batch_size=12), "not divisible by the 8 data-parallel devices"),
+        (lambda c: c.mesh.update(data=4, tensor=4), "needs a multiple of 16 devices"),
+        (lambda c: c.mesh.update(data=2, tensor=2), "uses 4 devices, but 8 are available"),
+        (lambda c: c.optimizer.update(name="sgd"), "optimizer.name must be one of"),
+        (lambda c: c.update(num_steps=0), "must be >= 1"),
+        (lambda c: c.model.update(name="vit"), "next-token task; use model.name 'lm'"),
+        (lambda c: c.update(task="nope/x"), "Unknown task 'nope'"),
+    ],
+)
+def test_bad_configs_fail_before_training(tmp_path, data_dir, change, match):
+    config = tiny(data_dir)
+    change(config)
+    with pytest.raises(ValueError, match=match):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_config_keys_are_named(data_dir):
+    config = tiny(data_dir)
+    config.optimizer.lr = 0.1
+    with pytest.raises(ValueError, match=r"config.optimizer: unknown keys \['lr'\]"):
+        train.from_config_dict(config)
