@@ -113,11 +113,19 @@ def _prepare_once_per_job(dataset_builder) -> None:
 
 def _prepared_source(dataset_builder):
     """Generates the dataset once (a no-op when its files exist), then opens splits on demand."""
-    prepared = functools.cache(functools.partial(_prepare_once_per_job, dataset_builder))
+
+    @functools.cache
+    def prepared():
+        _prepare_once_per_job(dataset_builder)
+        # A builder made before another host wrote the files has no splits: open a fresh one.
+        return type(dataset_builder)(
+            config=dataset_builder.builder_config,
+            data_dir=dataset_builder.data_dir_root,
+            file_format="array_record",
+        )
 
     def source(split: str):
-        prepared()
-        return dataset_builder.as_data_source(split)
+        return prepared().as_data_source(split)
 
     return source
 

@@ -114,3 +114,23 @@ def test_unknown_config_keys_are_named(data_dir):
     config.optimizer.lr = 0.1
     with pytest.raises(ValueError, match=r"config.optimizer: unknown keys \['lr'\]"):
         train.from_config_dict(config)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, data_dir):
+    config = tiny(data_dir, num_steps=5, log_every=1, eval_every=100)
+    train.train_and_evaluate(config, str(tmp_path / "whole"))
+    config.optimizer.grad_accum_steps = 2
+    train.train_and_evaluate(config, str(tmp_path / "accumulated"))
+    want, got = train_losses(tmp_path / "whole"), train_losses(tmp_path / "accumulated")
+    # MQAR scores the same number of positions in every example, so the mean of microbatch
+    # means is the batch mean.
+    np.testing.assert_allclose([got[s] for s in want], list(want.values()), rtol=2e-5)
+
+
+def test_classification_task_trains_through_the_same_loop(tmp_path, data_dir):
+    from experiments.configs import listops
+
+    config = listops.get_config("size=tiny")
+    config.update(data_dir=data_dir, num_steps=10, eval_every=100)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert 0 <= results["test/accuracy"] <= 1 and np.isfinite(results["test/loss"])
