@@ -1,41 +1,48 @@
 """Metrics out: JSONL and TensorBoard event files in the workdir, a progress bar on the console."""
 
 import json
-import os
+import logging
+import tempfile
 
 import jax
 import tensorboardX
 import tqdm
+from etils import epath
 
 
 class MetricWriter:
-    """Writes scalars on the first host only; resuming drops records past the restored step."""
+    """Writes scalars on the first host only; resuming drops records past the restored step.
+
+    `metrics.jsonl` is rewritten whole at each write (it is small), which works on object
+    stores such as gs:// that cannot append. TensorBoard event files go to `tensorboard/` in a
+    local workdir, and to a local temporary directory (logged) when the workdir is remote.
+    """
 
     def __init__(self, workdir: str, *, start_step: int, num_steps: int):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.remote = "://" in str(workdir)
         if not self.enabled:
             return
-        self._drop_records_after(start_step)
-        self.jsonl = open(self.path, "a")  # noqa: SIM115 - closed in close()
-        self.tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
-        self.bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
-
-    def _drop_records_after(self, step: int) -> None:
         # A run killed after its last checkpoint logged steps that the resumed run repeats.
-        if not os.path.exists(self.path):
-            return
-        with open(self.path) as f:
-            kept = [line for line in f if json.loads(line)["step"] <= step]
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(self.path + ".tmp", self.path)
+        self.records = [r for r in read_metrics(workdir) if r["step"] <= start_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        events = str(self.path.parent / "tensorboard")
+        if self.remote:
+            events = tempfile.mkdtemp(prefix="attention_jax_tensorboard_")
+            logging.warning("TensorBoard events for %s are written to %s.", workdir, events)
+        self.tensorboard = tensorboardX.SummaryWriter(events)
+        self.bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.jsonl.flush()
+        self.records.append({"step": step, **metrics})
+        if self.remote:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        else:
+            with self.path.open("a") as f:
+                f.write(json.dumps(self.records[-1]) + "\n")
         for name, value in metrics.items():
             self.tensorboard.add_scalar(name, value, step)
 
@@ -49,11 +56,12 @@ class MetricWriter:
         if not self.enabled:
             return
         self.bar.close()
-        self.jsonl.close()
         self.tensorboard.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of `metrics.jsonl`, in order."""
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    """The records of `metrics.jsonl` in order (none if it does not exist)."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -9,13 +9,14 @@ included, and continues exactly as if it had never stopped.
 import dataclasses
 import json
 import logging
-import os
 import signal
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from attention_jax import data, models
@@ -146,10 +147,10 @@ def train_and_evaluate(
     model_config = config_lib.model_config_for(config, task)
     mesh = sharding.make_mesh(config.mesh, devices)
     local_batch = _check_batch(config, mesh)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_path = epath.Path(workdir)
+    workdir_path.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(_jsonable(config), f, indent=2)
+        (workdir_path / "config.json").write_text(json.dumps(_jsonable(config), indent=2))
 
     tx = optim.make_optimizer(config.optimizer, config.num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
@@ -178,9 +179,17 @@ def train_and_evaluate(
         step.make_eval_step(graphdef, task.kind), in_shardings=(state_shardings, batch_sharding)
     )
 
-    train_iter = iter(task.pipeline("train", batch_size=local_batch, seed=config.seed))
+    # Batches become global device arrays in the prefetch thread, off the step's critical path.
+    train_iter = iter(
+        grain.experimental.ThreadPrefetchIterDataset(
+            task.pipeline("train", batch_size=local_batch, seed=config.seed, prefetch=0).map(
+                lambda batch: sharding.global_batch(batch, mesh)
+            ),
+            prefetch_buffer_size=2,
+        )
+    )
     checkpointer = checkpoint.Checkpointer(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        workdir_path.absolute() / "checkpoints",
         keep=config.checkpoint.keep,
     )
     abstract_placed = jax.tree.map(
@@ -198,12 +207,13 @@ def train_and_evaluate(
         return evaluate(eval_step, state, task, split, mesh, local_batch, config.batch_size, limit)
 
     tokens_per_step = config.batch_size * task.seq_len
+    # Held out: validation during training (real datasets without one use test), then both.
+    eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
     done = start
     with _Preemption() as preemption:
         timer, timed_steps = time.perf_counter(), 0
         for current in range(start, config.num_steps):
-            batch = sharding.global_batch(next(train_iter), mesh)
-            state, step_metrics = train_step(state, batch)
+            state, step_metrics = train_step(state, next(train_iter))
             done = current + 1
             timed_steps += 1
             if done % config.log_every == 0 or done == config.num_steps:
@@ -217,7 +227,7 @@ def train_and_evaluate(
                 writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
                 timer, timed_steps = time.perf_counter(), 0
             if done % config.eval_every == 0 and done < config.num_steps:
-                writer.write(done, evaluate_split("validation"))
+                writer.write(done, evaluate_split(eval_splits[0]))
             stop = preemption.requested or (
                 stop_after_steps is not None and done - start >= stop_after_steps
             )
@@ -230,12 +240,12 @@ def train_and_evaluate(
     if finished:
         if checkpointer.manager.latest_step() != config.num_steps:
             checkpointer.save(config.num_steps, state, train_iter)
-        results = evaluate_split("validation", None) | evaluate_split("test", None)
+        for split in eval_splits:
+            results |= evaluate_split(split, None)
         results["train/steps"] = config.num_steps
         writer.write(config.num_steps, results)
         if jax.process_index() == 0:
-            with open(os.path.join(workdir, "results.json"), "w") as f:
-                json.dump(results, f, indent=2)
+            (workdir_path / "results.json").write_text(json.dumps(results, indent=2))
     checkpointer.close()
     writer.close()
     return results

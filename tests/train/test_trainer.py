@@ -3,6 +3,10 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -134,3 +138,32 @@ def test_classification_task_trains_through_the_same_loop(tmp_path, data_dir):
     config.update(data_dir=data_dir, num_steps=10, eval_every=100)
     results = train.train_and_evaluate(config, str(tmp_path))
     assert 0 <= results["test/accuracy"] <= 1 and np.isfinite(results["test/loss"])
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=experiments/configs/mqar.py:size=tiny",
+        f"--config.data_dir={data_dir}",
+        "--config.num_steps=100000",
+        "--config.log_every=1",
+        f"--workdir={workdir}",
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    process = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (workdir / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    saved = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
+    assert saved and 0 < max(saved) < 100000 and not (workdir / "results.json").exists()
+    assert max(train_losses(workdir)) == max(saved)
+    config = tiny(data_dir, num_steps=100000, log_every=1)
+    train.train_and_evaluate(config, str(workdir), stop_after_steps=2)
+    assert max(train_losses(workdir)) == max(saved) + 2

@@ -1,0 +1,75 @@
+"""Every training config, at every size, becomes a checked TrainConfig and model for its task."""
+
+import importlib
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+
+from attention_jax import data, train
+from attention_jax.train import config as train_config
+from experiments.configs import common
+
+CONFIGS = ["mqar", "listops", "copying", "induction", "lm_chars", "text", "image"]
+
+
+@pytest.mark.parametrize("size", common.SIZES)
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_resolves_to_a_model_for_its_task(name, size, tmp_path):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    config = train.from_config_dict(module.get_config(f"size={size},kind=local"))
+    task = data.get_task(
+        config.task, data_dir=str(tmp_path), seq_len=config.seq_len, **config.task_params
+    )
+    model = train_config.model_config_for(config, task)
+    assert model.vocab_size == task.vocab_size and model.max_len == task.seq_len
+    assert model.attention == "local"
+    assert config.batch_size % 8 == 0  # splits over the 8 test devices
+
+
+@pytest.mark.parametrize(
+    "arg, match",
+    [
+        ("kind=dense,sise=small", "unknown config argument 'sise'"),
+        ("size=huge", "size must be one of"),
+        ("seq_len=long", "seq_len must be int"),
+        ("selective=maybe", "selective must be true or false"),
+        ("dense", "is not key=value"),
+    ],
+)
+def test_bad_arguments_are_refused(arg, match):
+    from experiments.configs import copying, mqar
+
+    module = copying if "selective" in arg else mqar
+    with pytest.raises(ValueError, match=match):
+        module.get_config(arg)
+
+
+def test_real_dataset_config_trains_under_mock_data(tmp_path):
+    from experiments.configs import text
+
+    config = text.get_config("size=tiny")
+    config.update(num_steps=4, eval_every=100, data_dir=str(tmp_path / "tfds"))
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        results = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "test/accuracy" in results and "validation/accuracy" not in results
+
+
+def test_command_line_entry_point_with_overrides(tmp_path, monkeypatch):
+    from experiments import train as entry
+
+    argv = [
+        "train",
+        "--config=experiments/configs/mqar.py:size=tiny",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+        "--config.num_steps=3",
+        "--config.optimizer.learning_rate=3e-3",
+        f"--workdir={tmp_path / 'run'}",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    entry.main([])
+    saved = (tmp_path / "run" / "config.json").read_text()
+    assert '"learning_rate": 0.003' in saved and '"num_steps": 3' in saved
