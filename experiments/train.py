@@ -1,6 +1,8 @@
 """Train one config: python -m experiments.train --config=experiments/configs/<task>.py:<args>
 --workdir=DIR. Short on purpose: the loop is `attention_jax.train.train_and_evaluate`."""
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -13,9 +15,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 flags.FLAGS.set_default("verbosity", -1)
 
 
+# The exit status of a run stopped by SIGTERM (128 + 15), so schedulers requeue it.
+PREEMPTED = 143
+
+
 def main(argv):
     del argv
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if not train.train_and_evaluate(_CONFIG.value, _WORKDIR.value):
+        sys.exit(PREEMPTED)  # stopped before num_steps with a checkpoint; rerun to resume
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from flax import nnx
 
 from attention_jax import data, models
 from attention_jax.models import config as config_lib
-from attention_jax.train import losses
+from attention_jax.train import step
 
 
 def time_generation(name: str, **overrides) -> tuple[float, int]:
@@ -55,14 +55,6 @@ def small_model_for(task: data.Task, *, d_model: int = 64, num_layers: int = 2):
     return models.build(config, rngs=nnx.Rngs(0))
 
 
-def _loss(model, batch, kind):
-    if kind == "classification":
-        logits = model(batch["inputs"], lengths=batch["lengths"], deterministic=True)
-        return losses.classification_loss(logits, batch["label"])[0]
-    logits = model(batch["inputs"], deterministic=True)
-    return losses.next_token_loss(logits, batch["targets"], batch["loss_mask"])[0]
-
-
 @dataclasses.dataclass(frozen=True)
 class InputWait:
     task: str
@@ -84,7 +76,10 @@ def measure_input_wait(task: data.Task, *, batch_size: int, steps: int = 50, war
 
     @nnx.jit
     def train_step(model, optimizer, batch):
-        loss, grads = nnx.value_and_grad(lambda m: _loss(m, batch, task.kind))(model)
+        def loss_fn(model):
+            return step.model_outputs(model, batch, task.kind, deterministic=True)[0]
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
         return loss
 

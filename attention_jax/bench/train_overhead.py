@@ -20,10 +20,11 @@ from attention_jax.train import metrics, optim, sharding, step
 
 
 def bare_step_seconds(config, *, window: int, windows: int = 3, devices=None) -> float:
-    """Median seconds per step of a bare jitted loop on one fixed batch."""
-    config = (
-        config if isinstance(config, config_lib.TrainConfig) else train.from_config_dict(config)
-    )
+    """Median seconds per step of a bare jitted loop on one fixed batch (config: a ConfigDict).
+
+    Same step function, shardings and donation as the trainer's.
+    """
+    config = train.from_config_dict(config)
     task = data.get_task(
         config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
     )
@@ -38,8 +39,12 @@ def bare_step_seconds(config, *, window: int, windows: int = 3, devices=None) ->
         "rest": rest,
         "opt_state": tx.init(params),
     }
+    state_shardings = sharding.state_shardings(state, mesh)
+    state = jax.device_put(state, state_shardings)
     train_step = jax.jit(
         step.make_train_step(graphdef, tx, schedule, task.kind, config.optimizer.grad_accum_steps),
+        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(state_shardings, None),
         donate_argnums=0,
     )
     local = next(iter(task.pipeline("train", batch_size=config.batch_size, prefetch=0)))
@@ -58,7 +63,8 @@ def bare_step_seconds(config, *, window: int, windows: int = 3, devices=None) ->
 
 
 def trainer_step_seconds(config, *, window: int, windows: int = 3, devices=None) -> float:
-    """Median seconds per step of train_and_evaluate, over the windows after the first."""
+    """Median seconds per step of train_and_evaluate over the windows after the first (which
+    holds compilation); config is a ConfigDict."""
     config = config.copy_and_resolve_references()
     config.update(num_steps=window * (windows + 1), log_every=window, eval_every=10**9)
     config.checkpoint.every_steps = 10**9  # one save, after the timed steps

@@ -76,6 +76,7 @@ class Task:
     source: Callable[[str], Sequence] = dataclasses.field(repr=False)
     preprocess: Callable | None = dataclasses.field(default=None, repr=False)
     packed: bool = False  # documents concatenated and cut into rows of seq_len (text LM)
+    _in_memory: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def pipeline(self, split: str, *, batch_size: int, cache: bool | None = None, **kwargs):
         """`make_pipeline` over one split; kwargs: seed, shuffle, num_epochs, shard_index, ...
@@ -86,8 +87,10 @@ class Task:
         if split not in self.splits:
             raise ValueError(f"{self.name} has splits {self.splits}, not {split!r}.")
         source = self.source(split)
-        if cache or (cache is None and _split_bytes(source) <= CACHE_BYTES):
-            source = in_memory(source)
+        if split in self._in_memory:
+            source = self._in_memory[split]
+        elif cache or (cache is None and _split_bytes(source) <= CACHE_BYTES):
+            source = self._in_memory[split] = in_memory(source)
         if {"pad_length", "pack_length"} & set(kwargs):
             raise ValueError(f"{self.name}: the task sets its own padding or packing length.")
         if self.packed:

@@ -1,12 +1,11 @@
 """Training: the loop, optimizer, mesh and sharding, checkpoints, metrics, losses."""
 
 from attention_jax.train.config import TrainConfig, from_config_dict
-from attention_jax.train.losses import classification_loss, next_token_loss
+from attention_jax.train.losses import next_token_loss
 from attention_jax.train.trainer import evaluate, train_and_evaluate
 
 __all__ = [
     "TrainConfig",
-    "classification_loss",
     "evaluate",
     "from_config_dict",
     "next_token_loss",

@@ -3,7 +3,8 @@
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
 mid-write leaves no step that looks finished. A step that is there but cannot be read (files
 lost or truncated) is renamed `<step>.unreadable` (kept for inspection, out of the way of the
-step's next save) with a warning, and the one before it is used.
+step's next save) with a warning, and the one before it is used. A readable step whose arrays do
+not match the run's state (the config changed) stops the run instead: nothing is set aside.
 """
 
 import logging
@@ -14,13 +15,36 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from attention_jax.train import hosts
+
+
+def _key_name(key) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _stored_shape(x) -> tuple[int, ...]:
+    # Typed PRNG keys are stored as their raw key data, which has trailing dimensions.
+    if jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return tuple(jax.eval_shape(jax.random.key_data, x).shape)
+    return tuple(x.shape)
+
+
+def state_shapes(abstract_state) -> dict[str, tuple[int, ...]]:
+    """Array name (orbax's dotted path) -> stored shape, for a state or its abstract structure."""
+    flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+    return {".".join(_key_name(k) for k in path): _stored_shape(x) for path, x in flat}
+
 
 class Checkpointer:
     """Keeps the last `keep` checkpoints and restores the newest readable one."""
 
-    def __init__(self, directory: str, *, keep: int):
+    def __init__(self, directory, *, keep: int):
+        self.directory = epath.Path(directory)
         self.manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         )
 
     def save(self, step: int, state, data_iterator) -> None:
@@ -30,6 +54,14 @@ class Checkpointer:
         )
         self.manager.save(step, args=args, force=True)
 
+    def _saved_shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        with ocp.StandardCheckpointer() as reader:
+            metadata = reader.metadata(self.directory / str(step) / "state").item_metadata
+        shapes = {leaf.name: tuple(leaf.shape) for leaf in jax.tree.leaves(metadata)}
+        if not shapes:  # orbax reports missing files as empty metadata, with a warning
+            raise FileNotFoundError(f"no readable state metadata in step {step}")
+        return shapes
+
     def restore_latest(self, abstract_state, data_iterator):
         """(step, state) of the newest readable checkpoint, the iterator moved to match; else None.
 
@@ -37,32 +69,48 @@ class Checkpointer:
           abstract_state: the state's structure as ShapeDtypeStructs with shardings, so arrays
             come back already placed on the mesh.
           data_iterator: a grain iterator whose state is overwritten by the saved one.
+
+        Raises:
+          ValueError: the newest readable checkpoint holds differently shaped state.
         """
+        expected = state_shapes(abstract_state)
         for step in sorted(self.manager.all_steps(), reverse=True):
-            args = ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            )
             try:
-                restored = self.manager.restore(step, args=args)
-            except Exception as error:  # noqa: BLE001 - any unreadable step is skipped alike
-                logging.warning(
-                    "Checkpoint at step %d in %s cannot be read (%s: %s); it is renamed "
-                    "%d.unreadable and an earlier one is tried.",
-                    step,
-                    self.manager.directory,
-                    type(error).__name__,
-                    error,
-                    step,
+                saved, error = self._saved_shapes(step), None
+            except Exception as e:  # noqa: BLE001 - unreadable metadata, whatever the cause
+                saved, error = None, e
+            if hosts.every_host(error is None) and saved != expected:
+                differ = sorted(set(saved.items()) ^ set(expected.items()))[:4]
+                raise ValueError(
+                    f"The checkpoint at step {step} in {self.directory} holds different arrays "
+                    f"than this config's model and optimizer (first differences: {differ}). "
+                    f"Train in a new workdir, or restore the config that wrote it."
                 )
-                self._set_aside(step)
-                continue
-            return step, restored["state"]
+            if error is None:
+                args = ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                )
+                try:
+                    restored = self.manager.restore(step, args=args)
+                except Exception as e:  # noqa: BLE001 - any unreadable step is skipped alike
+                    error = e
+            if hosts.every_host(error is None):
+                return step, restored["state"]
+            logging.warning(
+                "Checkpoint at step %d in %s cannot be read (%s); it is renamed %d.unreadable "
+                "and an earlier one is tried.",
+                step,
+                self.directory,
+                error or "unreadable on another host",
+                step,
+            )
+            self._set_aside(step)
         return None
 
     def _set_aside(self, step: int) -> None:
         if jax.process_index() == 0:
-            path = epath.Path(self.manager.directory) / str(step)
+            path = self.directory / str(step)
             path.rename(path.parent / f"{step}.unreadable")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"checkpoint {step} set aside")

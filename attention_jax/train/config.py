@@ -50,6 +50,8 @@ class TrainConfig:
             checkpoint_every_steps=self.checkpoint.every_steps,
             checkpoint_keep=self.checkpoint.keep,
         )
+        if self.eval_batches is not None:
+            positive["eval_batches"] = self.eval_batches
         bad = {k: v for k, v in positive.items() if v < 1}
         if bad:
             raise ValueError(f"config: these must be >= 1: {bad}.")

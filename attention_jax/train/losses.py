@@ -1,4 +1,4 @@
-"""Losses and accuracies for the two task kinds, over the batches `attention_jax.data` yields."""
+"""The masked next-token loss; classification uses it with one position per example."""
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +23,3 @@ def next_token_loss(logits: jax.Array, targets: jax.Array, loss_mask: jax.Array)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return jnp.sum(losses * weights) / denominator, jnp.sum(correct * weights) / denominator, count
-
-
-def classification_loss(logits: jax.Array, labels: jax.Array):
-    """Mean cross-entropy and accuracy of class logits float [B, C] against int labels [B]."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
-    return jnp.mean(losses), accuracy

@@ -1,7 +1,6 @@
 """Metrics out: JSONL and TensorBoard event files in the workdir, a progress bar on the console."""
 
 import json
-import logging
 import tempfile
 
 import jax
@@ -14,8 +13,8 @@ class MetricWriter:
     """Writes scalars on the first host only; resuming drops records past the restored step.
 
     `metrics.jsonl` is rewritten whole at each write (it is small), which works on object
-    stores such as gs:// that cannot append. TensorBoard event files go to `tensorboard/` in a
-    local workdir, and to a local temporary directory (logged) when the workdir is remote.
+    stores such as gs:// that cannot append. TensorBoard event files go to `tensorboard/`; for a
+    remote workdir they are written locally and copied there when the writer closes.
     """
 
     def __init__(self, workdir: str, *, start_step: int, num_steps: int):
@@ -27,11 +26,11 @@ class MetricWriter:
         # A run killed after its last checkpoint logged steps that the resumed run repeats.
         self.records = [r for r in read_metrics(workdir) if r["step"] <= start_step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        events = str(self.path.parent / "tensorboard")
+        self.events = self.path.parent / "tensorboard"
+        local_events = self.events
         if self.remote:
-            events = tempfile.mkdtemp(prefix="attention_jax_tensorboard_")
-            logging.warning("TensorBoard events for %s are written to %s.", workdir, events)
-        self.tensorboard = tensorboardX.SummaryWriter(events)
+            local_events = tempfile.mkdtemp(prefix="attention_jax_tensorboard_")
+        self.tensorboard = tensorboardX.SummaryWriter(str(local_events))
         self.bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -57,6 +56,11 @@ class MetricWriter:
             return
         self.bar.close()
         self.tensorboard.close()
+        if self.remote:
+            local = epath.Path(self.tensorboard.logdir)
+            self.events.mkdir(parents=True, exist_ok=True)
+            for event_file in local.iterdir():
+                (self.events / event_file.name).write_bytes(event_file.read_bytes())
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -5,6 +5,8 @@ import dataclasses
 import jax
 import optax
 
+from attention_jax.train import sharding
+
 OPTIMIZERS = ("adamw", "adafactor", "lion")
 SCHEDULES = ("cosine", "rsqrt", "constant")
 # Parameters that are never decayed when `decay_all` is off: norms, biases and embeddings.
@@ -33,11 +35,17 @@ class OptimizerConfig:
             raise ValueError(
                 f"optimizer.schedule must be one of {SCHEDULES}; got {self.schedule!r}."
             )
-        if self.learning_rate <= 0 or self.warmup_steps < 0 or self.grad_accum_steps < 1:
-            raise ValueError(
-                "optimizer: need learning_rate > 0, warmup_steps >= 0 and grad_accum_steps >= 1; "
-                f"got {self.learning_rate}, {self.warmup_steps}, {self.grad_accum_steps}."
-            )
+        checks = {
+            "learning_rate > 0": self.learning_rate > 0,
+            "warmup_steps >= 0": self.warmup_steps >= 0,
+            "grad_accum_steps >= 1": self.grad_accum_steps >= 1,
+            "weight_decay >= 0": self.weight_decay >= 0,
+            "clip_norm > 0 or None": self.clip_norm is None or self.clip_norm > 0,
+            "0 <= end_learning_rate_fraction <= 1": 0 <= self.end_learning_rate_fraction <= 1,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"optimizer: need {', '.join(failed)}; got {self}.")
 
 
 def learning_rate_schedule(config: OptimizerConfig, num_steps: int) -> optax.Schedule:
@@ -64,8 +72,7 @@ def decay_mask(params):
     """True for the parameters weight decay applies to: kernels, not norms/biases/embeddings."""
 
     def decays(path, _):
-        names = [str(getattr(key, "key", getattr(key, "name", key))) for key in path]
-        return not any(name in NO_DECAY_NAMES for name in names)
+        return not any(name in NO_DECAY_NAMES for name in sharding.path_names(path))
 
     return jax.tree_util.tree_map_with_path(decays, params)
 
@@ -88,8 +95,12 @@ def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTra
             schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay, mask=mask
         )
     else:
+        # Adafactor keeps its own second-moment rule (b1, b2, eps unused); clipping is global.
         optimizer = optax.adafactor(
-            schedule, weight_decay_rate=config.weight_decay or None, weight_decay_mask=mask
+            schedule,
+            clipping_threshold=None,
+            weight_decay_rate=config.weight_decay or None,
+            weight_decay_mask=mask,
         )
     clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     return optax.chain(*clip, optimizer)

@@ -56,7 +56,7 @@ def make_mesh(config: MeshConfig, devices=None) -> Mesh:
     return jax.make_mesh(shape, MESH_AXES, (AxisType.Auto,) * len(MESH_AXES), devices=devices)
 
 
-def _names(path) -> list[str]:
+def path_names(path) -> list[str]:
     """The string keys along a pytree path (dict keys, attributes), indices dropped."""
     names = []
     for key in path:
@@ -68,7 +68,7 @@ def _names(path) -> list[str]:
 
 def logical_axes(path, ndim: int) -> tuple[str | None, ...]:
     """A parameter's logical axes, from its own name and its module's name."""
-    names = _names(path)
+    names = path_names(path)
     leaf = names[-1] if names else ""
     module = names[-2] if len(names) > 1 else ""
     if leaf == "embedding" and ndim == 2:
@@ -81,6 +81,8 @@ def logical_axes(path, ndim: int) -> tuple[str | None, ...]:
         return {2: ("embed", "mlp"), 1: ("mlp",)}.get(ndim, (None,) * ndim)
     if module == "down" and leaf == "kernel" and ndim == 2:
         return ("mlp", "embed")
+    if module == "head" and leaf == "kernel" and ndim == 2:  # an untied output projection
+        return ("embed", "vocab")
     return (None,) * ndim
 
 

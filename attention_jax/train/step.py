@@ -36,36 +36,40 @@ def microbatches(batch, count: int):
 def make_train_step(graphdef, tx, schedule, kind: str, grad_accum_steps: int = 1):
     """train_step(state, batch) -> (state, metrics); state holds step, params, rest, opt_state."""
 
-    def loss_fn(params, rest, batch):
+    def loss_sum_fn(params, rest, batch):
+        # Sums, not means: microbatches can score different numbers of tokens, and the step
+        # must equal one pass over the whole batch.
         model = nnx.merge(graphdef, params, rest)
-        loss, accuracy, _ = model_outputs(model, batch, kind, deterministic=False)
+        loss, accuracy, count = model_outputs(model, batch, kind, deterministic=False)
         _, _, rest = nnx.split(model, nnx.Param, ...)
-        return loss, (accuracy, rest)
+        return loss * count, (accuracy * count, count, rest)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
 
     def train_step(state, batch):
         params = state["params"]
+
+        def accumulate(carry, micro):
+            grads_sum, loss_sum, correct, count, rest = carry
+            (loss, (right, scored, rest)), grads = grad_fn(params, rest, micro)
+            grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
+            return (grads_sum, loss_sum + loss, correct + right, count + scored, rest), None
+
+        zero = jnp.zeros((), jnp.float32)
+        carry = (jax.tree.map(jnp.zeros_like, params), zero, zero, zero, state["rest"])
         if grad_accum_steps == 1:
-            (loss, (accuracy, rest)), grads = grad_fn(params, state["rest"], batch)
+            carry, _ = accumulate(carry, batch)
         else:
-
-            def accumulate(carry, micro):
-                grads_sum, rest = carry
-                (loss, (accuracy, rest)), grads = grad_fn(params, rest, micro)
-                return (jax.tree.map(jnp.add, grads_sum, grads), rest), (loss, accuracy)
-
-            zeros = jax.tree.map(jnp.zeros_like, params)
-            (grads, rest), (loss, accuracy) = jax.lax.scan(
-                accumulate, (zeros, state["rest"]), microbatches(batch, grad_accum_steps)
-            )
-            grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
-            loss, accuracy = loss.mean(), accuracy.mean()
+            carry, _ = jax.lax.scan(accumulate, carry, microbatches(batch, grad_accum_steps))
+        grads_sum, loss_sum, correct, count, rest = carry
+        denominator = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denominator, grads_sum)
+        loss, accuracy = loss_sum / denominator, correct / denominator
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         metrics = {
             "train/loss": loss,
             "train/accuracy": accuracy,
-            "train/grad_norm": optax.global_norm(grads),
+            "train/grad_norm": optax.tree.norm(grads),
             "train/learning_rate": schedule(state["step"]),
         }
         new_state = {

@@ -20,7 +20,7 @@ from etils import epath
 from flax import nnx
 
 from attention_jax import data, models
-from attention_jax.train import checkpoint, metrics, optim, sharding, step
+from attention_jax.train import checkpoint, hosts, metrics, optim, sharding, step
 from attention_jax.train import config as config_lib
 
 
@@ -49,6 +49,16 @@ class _Preemption:
 
 def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
     """This host's batch size, after checking the global batch splits evenly everywhere."""
+    if mesh.shape["expert"] > 1:
+        raise ValueError(
+            "mesh.expert > 1 shards mixture-of-experts layers, which this model does not have; "
+            "set mesh.expert=1 and give the devices to data or fsdp."
+        )
+    if mesh.shape["tensor"] > jax.local_device_count():
+        raise ValueError(
+            f"mesh.tensor={mesh.shape['tensor']} spans hosts (each has "
+            f"{jax.local_device_count()} devices); keep tensor parallelism within a host."
+        )
     dp = sharding.data_parallel_size(mesh)
     microbatch = config.batch_size // config.optimizer.grad_accum_steps
     if microbatch % dp:
@@ -64,37 +74,40 @@ def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
     return config.batch_size // jax.process_count()
 
 
-def _eval_batches(task, split, local_batch: int, global_batch: int, limit: int | None):
-    """This host's batches of a full pass over `split`, padded so every host runs the same count.
-
-    Padding rows carry no loss (loss_mask or example_mask False), so sums stay exact.
-    """
-    num_examples = len(task.source(split))
-    count = -(-num_examples // global_batch)
-    if limit is not None:
-        count = min(count, limit)
-    iterator = iter(
-        task.pipeline(
-            split,
-            batch_size=local_batch,
-            shuffle=False,
-            num_epochs=1,
-            drop_remainder=False,
-            prefetch=0,
-        )
+def _eval_pipeline(task, split: str, batch_size: int, **shard):
+    return task.pipeline(
+        split,
+        batch_size=batch_size,
+        shuffle=False,
+        num_epochs=1,
+        drop_remainder=False,
+        prefetch=0,
+        **shard,
     )
-    template = None
-    for _ in range(count):
+
+
+def _eval_batches(task, split, local_batch: int, limit: int | None):
+    """This host's batches of one pass over `split` (rows or examples, packed or not).
+
+    Hosts can hold one example more or less, and packed text a row more or less: a host that
+    runs out while another has data gets an all-padding batch, so every host runs the same
+    steps. Padding rows carry no loss (loss_mask or example_mask False), so sums stay exact.
+    """
+    iterator = iter(_eval_pipeline(task, split, local_batch))
+    produced = 0
+    while limit is None or produced < limit:
         batch = next(iterator, None)
-        if batch is not None and template is None:
-            template = batch
-        yield _pad_rows(batch, template, local_batch)
+        if not hosts.any_host(batch is not None):
+            return
+        if batch is None:  # shaped like the split's rows, with none of them
+            whole = _eval_pipeline(task, split, 1, shard_index=0, shard_count=1)
+            batch = jax.tree.map(lambda x: x[:0], next(iter(whole)))
+        yield _pad_rows(batch, local_batch)
+        produced += 1
 
 
-def _pad_rows(batch, template, size: int):
-    """A batch padded with empty rows to `size` (a missing batch becomes all padding)."""
-    if batch is None:
-        batch = jax.tree.map(lambda x: x[:0], template)
+def _pad_rows(batch, size: int):
+    """A batch padded with empty rows to `size`."""
     rows = len(next(iter(batch.values())))
     batch = dict(batch)
     if "label" in batch:
@@ -108,10 +121,10 @@ def _pad_rows(batch, template, size: int):
     return padded
 
 
-def evaluate(eval_step, state, task, split, mesh, local_batch, global_batch, limit=None):
+def evaluate(eval_step, state, task, split, mesh, local_batch, limit=None):
     """Mean loss and accuracy over a split (or its first `limit` batches)."""
     totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in _eval_batches(task, split, local_batch, global_batch, limit):
+    for batch in _eval_batches(task, split, local_batch, limit):
         sums = eval_step(state, sharding.global_batch(batch, mesh))
         for name, value in jax.device_get(sums).items():
             totals[name] += float(value)
@@ -204,7 +217,7 @@ def train_and_evaluate(
     writer = metrics.MetricWriter(workdir, start_step=start, num_steps=config.num_steps)
 
     def evaluate_split(split, limit=config.eval_batches):
-        return evaluate(eval_step, state, task, split, mesh, local_batch, config.batch_size, limit)
+        return evaluate(eval_step, state, task, split, mesh, local_batch, limit)
 
     tokens_per_step = config.batch_size * task.seq_len
     # Held out: validation during training (real datasets without one use test), then both.
@@ -228,16 +241,22 @@ def train_and_evaluate(
                 timer, timed_steps = time.perf_counter(), 0
             if done % config.eval_every == 0 and done < config.num_steps:
                 writer.write(done, evaluate_split(eval_splits[0]))
-            stop = preemption.requested or (
+                timer = time.perf_counter()  # evaluation is not training time
+            # Hosts get SIGTERM at different moments; all must stop at the same step.
+            stop = hosts.any_host(preemption.requested) or (
                 stop_after_steps is not None and done - start >= stop_after_steps
             )
             if stop or done % config.checkpoint.every_steps == 0:
                 checkpointer.save(done, state, train_iter)
+                timer = time.perf_counter()
             if stop and done < config.num_steps:
                 break
         finished = done == config.num_steps
     results = {}
-    if finished:
+    results_path = workdir_path / "results.json"
+    if start == config.num_steps and results_path.exists():  # already finished: nothing to redo
+        results = json.loads(results_path.read_text())
+    elif finished:
         if checkpointer.manager.latest_step() != config.num_steps:
             checkpointer.save(config.num_steps, state, train_iter)
         for split in eval_splits:
@@ -245,7 +264,7 @@ def train_and_evaluate(
         results["train/steps"] = config.num_steps
         writer.write(config.num_steps, results)
         if jax.process_index() == 0:
-            (workdir_path / "results.json").write_text(json.dumps(results, indent=2))
+            results_path.write_text(json.dumps(results, indent=2))
     checkpointer.close()
     writer.close()
     return results

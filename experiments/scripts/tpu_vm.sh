@@ -39,8 +39,9 @@ case "${1:-}" in
     : "${WORKDIR:?set WORKDIR (a gs:// path all workers can reach)}"
     config="${2:?give a config, e.g. experiments/configs/mqar.py:kind=dense,size=paper}"
     shift 2
+    extra="$(printf '%q ' "$@")"
     on_all_workers "cd attention_jax && python3 -m experiments.train \
-      --config='$config' --workdir='$WORKDIR' --config.distributed=True $*"
+      --config='$config' --workdir='$WORKDIR' --config.distributed=True $extra"
     ;;
   delete)
     gcloud compute tpus tpu-vm delete "$TPU_NAME" --project "$PROJECT" --zone "$ZONE" --quiet

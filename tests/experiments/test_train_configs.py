@@ -1,16 +1,18 @@
 """Every training config, at every size, becomes a checked TrainConfig and model for its task."""
 
 import importlib
+import os
+import subprocess
 import sys
 
 import pytest
 import tensorflow_datasets as tfds
-from absl import flags
 
 from attention_jax import data, train
 from attention_jax.train import config as train_config
 from experiments.configs import common
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = ["mqar", "listops", "copying", "induction", "lm_chars", "text", "image"]
 
 
@@ -56,20 +58,20 @@ def test_real_dataset_config_trains_under_mock_data(tmp_path):
     assert "test/accuracy" in results and "validation/accuracy" not in results
 
 
-def test_command_line_entry_point_with_overrides(tmp_path, monkeypatch):
-    from experiments import train as entry
-
-    argv = [
-        "train",
+def test_command_line_entry_point_with_overrides(tmp_path):
+    # A separate process: each entry point defines the same absl flags.
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
         "--config=experiments/configs/mqar.py:size=tiny",
         f"--config.data_dir={tmp_path / 'tfds'}",
         "--config.num_steps=3",
         "--config.optimizer.learning_rate=3e-3",
         f"--workdir={tmp_path / 'run'}",
     ]
-    monkeypatch.setattr(sys, "argv", argv)
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(argv)
-    entry.main([])
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     saved = (tmp_path / "run" / "config.json").read_text()
     assert '"learning_rate": 0.003' in saved and '"num_steps": 3' in saved

@@ -29,13 +29,3 @@ def test_next_token_loss_of_an_empty_mask_is_zero_not_nan():
         np.zeros((1, 2, 3), np.float32), np.zeros((1, 2), np.int32), np.zeros((1, 2), bool)
     )
     assert loss == 0 and accuracy == 0 and count == 0
-
-
-def test_classification_loss():
-    rng = np.random.default_rng(1)
-    logits = rng.standard_normal((6, 4)).astype(np.float32)
-    labels = rng.integers(0, 4, 6)
-    loss, accuracy = losses.classification_loss(logits, labels)
-    nll = -_log_softmax(logits.astype(np.float64))[np.arange(6), labels]
-    np.testing.assert_allclose(loss, nll.mean(), rtol=1e-5)
-    np.testing.assert_allclose(accuracy, (logits.argmax(-1) == labels).mean())

@@ -37,7 +37,7 @@ def _specs(mesh_config, **model):
     )
     params = nnx.state(nnx.eval_shape(lambda: models.build(config, rngs=nnx.Rngs(0))), nnx.Param)
     flat = jax.tree_util.tree_flatten_with_path(sharding.state_shardings(params, mesh))[0]
-    return {"/".join(sharding._names(path)): s.spec for path, s in flat}
+    return {"/".join(sharding.path_names(path)): s.spec for path, s in flat}
 
 
 def test_fsdp_and_tensor_axes_land_where_the_rules_say():
