@@ -56,10 +56,10 @@ def _split_bytes(source) -> float:
 
 def in_memory(source) -> list:
     """Every example of a random-access source, read in batches (several times faster)."""
-    read = getattr(source, "__getitems__", None) or (lambda ids: [source[i] for i in ids])
     examples = []
     for start in range(0, len(source), _READ_CHUNK):
-        examples.extend(read(list(range(start, min(len(source), start + _READ_CHUNK)))))
+        ids = np.arange(start, min(len(source), start + _READ_CHUNK))
+        examples.extend(pipeline.read_examples(source, ids))
     return examples
 
 
