@@ -197,3 +197,11 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path, data_dir):
     records = metrics.read_metrics(tmp_path)
     assert train.train_and_evaluate(config, str(tmp_path)) == first
     assert metrics.read_metrics(tmp_path) == records
+
+
+def test_bfloat16_compute_trains(tmp_path, data_dir):
+    config = tiny(data_dir, num_steps=10, log_every=1, eval_every=100)
+    config.model.dtype = "bfloat16"
+    results = train.train_and_evaluate(config, str(tmp_path))
+    losses = train_losses(tmp_path)
+    assert np.isfinite(results["test/loss"]) and losses[10] < losses[1]
