@@ -1,0 +1,192 @@
+"""Mixture-of-experts feed-forward layer: a router, E expert FFNs, two equal dispatch paths.
+
+`dispatch='einsum'` moves tokens with the [T, E, C] dispatch tensor (GShard, Switch): simple
+and fast for few experts, but the dispatch tensor grows as T * E * C. `dispatch='sort'` sorts
+the (token, choice) pairs by expert and runs the experts with `jax.lax.ragged_dot` (token
+choice) or gathers each expert's chosen tokens (expert choice): memory linear in T * k, for
+many experts. Both compute the same function (the tests check it).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attention_jax.layers import routing
+from attention_jax.layers.feedforward import ACTIVATIONS, GATED
+
+DISPATCHES = ("einsum", "sort")
+
+
+class RoutingStats(nnx.Variable):
+    """The router's last statistics and auxiliary losses (a fresh value every call)."""
+
+
+def _empty_stats(num_experts: int) -> dict:
+    zero = jnp.zeros((), jnp.float32)
+    return {
+        "load_balancing_loss": zero,
+        "z_loss": zero,
+        "dropped_fraction": zero,
+        "expert_load": jnp.zeros((num_experts,), jnp.float32),
+    }
+
+
+class MoEFeedForward(nnx.Module):
+    """E expert feed-forward networks over [B, S, D] inputs, each token sent to a few.
+
+    Args:
+      d_model: D.
+      hidden: F, hidden features of each expert.
+      num_experts: E.
+      top_k: experts per token (token-choice routing).
+      capacity_factor: expert capacity relative to an even split (1.25 is Switch's default);
+        None for dropless token choice. For expert choice, tokens per expert = T * factor / E.
+      router: 'top_k' (token choice) or 'expert_choice'.
+      dispatch: 'einsum' or 'sort'.
+      activation: 'gelu', 'relu' or 'swiglu'.
+      router_jitter: multiply the router input by U(1 - j, 1 + j) in training (Switch).
+      batch_prioritized: fill expert slots most-confident token first.
+      dtype: computation dtype of the experts; the router runs in float32.
+      rngs: parameter and jitter randomness.
+
+    After each call, `self.stats` holds the routing statistics and auxiliary losses of that
+    call (`routing.Routing.stats`), which models collect into the training loss.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        *,
+        num_experts: int,
+        top_k: int = 2,
+        capacity_factor: float | None = 1.25,
+        router: str = "top_k",
+        dispatch: str = "einsum",
+        activation: str = "gelu",
+        router_jitter: float = 0.0,
+        batch_prioritized: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if router not in routing.ROUTERS or dispatch not in DISPATCHES:
+            raise ValueError(
+                f"MoEFeedForward: router must be one of {routing.ROUTERS} and dispatch one of "
+                f"{DISPATCHES}; got {router!r}, {dispatch!r}."
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MoEFeedForward: unknown activation {activation!r}.")
+        if num_experts < 1 or not 1 <= top_k <= num_experts:
+            raise ValueError(
+                f"MoEFeedForward: need num_experts >= 1 and 1 <= top_k <= num_experts; got "
+                f"{num_experts}, {top_k}."
+            )
+        if router == "expert_choice" and capacity_factor is None:
+            raise ValueError("MoEFeedForward: expert choice needs a capacity_factor.")
+        self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
+        self.router, self.dispatch, self.activation = router, dispatch, activation
+        self.router_jitter, self.batch_prioritized, self.dtype = (
+            router_jitter,
+            batch_prioritized,
+            dtype,
+        )
+        init = nnx.initializers.lecun_normal()
+        keys = jax.random.split(rngs.params(), 4)
+        self.router_kernel = nnx.Param(init(keys[0], (d_model, num_experts), param_dtype))
+        expert_init = nnx.initializers.variance_scaling(
+            1.0, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1, batch_axis=(0,)
+        )
+        self.up = nnx.Param(expert_init(keys[1], (num_experts, d_model, hidden), param_dtype))
+        self.gate = (
+            nnx.Param(expert_init(keys[2], (num_experts, d_model, hidden), param_dtype))
+            if activation in GATED
+            else None
+        )
+        self.down = nnx.Param(expert_init(keys[3], (num_experts, hidden, d_model), param_dtype))
+        self.rngs = rngs
+        self.stats = RoutingStats(_empty_stats(num_experts))
+
+    def route(self, x_TD: jax.Array, *, deterministic: bool) -> routing.Routing:
+        """The routing of flattened tokens [T, D]."""
+        router_in = x_TD.astype(jnp.float32)
+        if self.router_jitter and not deterministic:
+            noise = jax.random.uniform(
+                self.rngs.dropout(),
+                router_in.shape,
+                minval=1.0 - self.router_jitter,
+                maxval=1.0 + self.router_jitter,
+            )
+            router_in = router_in * noise
+        logits = router_in @ self.router_kernel[...].astype(jnp.float32)
+        num_tokens = x_TD.shape[0]
+        if self.router == "expert_choice":
+            capacity = routing.expert_capacity(
+                num_tokens, self.num_experts, 1, self.capacity_factor
+            )
+            return routing.expert_choice_routing(logits, capacity=capacity)
+        capacity = routing.expert_capacity(
+            num_tokens, self.num_experts, self.top_k, self.capacity_factor
+        )
+        return routing.top_k_routing(
+            logits, k=self.top_k, capacity=capacity, batch_prioritized=self.batch_prioritized
+        )
+
+    def experts(self, x_ECD: jax.Array) -> jax.Array:
+        """Every expert on its own tokens: [E, C, D] -> [E, C, D]."""
+        dtype = self.dtype or x_ECD.dtype
+        x_ECD = x_ECD.astype(dtype)
+        h_ECF = jnp.einsum("ecd,edf->ecf", x_ECD, self.up[...].astype(dtype))
+        h_ECF = self._activate(
+            h_ECF, x_ECD, lambda x: jnp.einsum("ecd,edf->ecf", x, self.gate[...].astype(dtype))
+        )
+        return jnp.einsum("ecf,efd->ecd", h_ECF, self.down[...].astype(dtype))
+
+    def _activate(self, h, x, gate_of):
+        if self.gate is None:
+            return ACTIVATIONS[self.activation](h)
+        return ACTIVATIONS[self.activation](gate_of(x)) * h
+
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """[B, S, D] -> [B, S, D]; dropped tokens give 0 (the residual carries them)."""
+        batch, length, d_model = x.shape
+        x_TD = x.reshape(batch * length, d_model)
+        r = self.route(x_TD, deterministic=deterministic)
+        self.stats.set_value(r.stats)
+        if self.dispatch == "einsum":
+            x_ECD = jnp.einsum("tec,td->ecd", r.dispatch.astype(x.dtype), x_TD)
+            y_TD = jnp.einsum(
+                "tec,ecd->td", r.combine.astype(x.dtype), self.experts(x_ECD).astype(x.dtype)
+            )
+        elif self.router == "expert_choice":
+            y_TD = self._gather_experts(x_TD, r)
+        else:
+            y_TD = self._sorted_experts(x_TD, r)
+        return y_TD.reshape(batch, length, d_model).astype(x.dtype)
+
+    def _gather_experts(self, x_TD, r):
+        # Expert choice: expert e's tokens are r.expert_index[e]; gather, run, scatter-add.
+        y_ECD = self.experts(x_TD[r.expert_index]) * r.weight[..., None].astype(x_TD.dtype)
+        return (
+            jnp.zeros_like(x_TD)
+            .at[r.expert_index.reshape(-1)]
+            .add(y_ECD.reshape(-1, x_TD.shape[-1]).astype(x_TD.dtype))
+        )
+
+    def _sorted_experts(self, x_TD, r):
+        # Token choice: (token, choice) pairs sorted by expert, experts run as one ragged
+        # matmul over contiguous groups; a dropped choice has weight 0.
+        num_tokens, k = r.expert_index.shape
+        expert_P = r.expert_index.reshape(-1)
+        token_P = jnp.repeat(jnp.arange(num_tokens), k)
+        order = jnp.argsort(expert_P, stable=True)
+        group_sizes = jnp.bincount(expert_P, length=self.num_experts).astype(jnp.int32)
+        dtype = self.dtype or x_TD.dtype
+        xs = x_TD[token_P[order]].astype(dtype)
+        h = jax.lax.ragged_dot(xs, self.up[...].astype(dtype), group_sizes)
+        h = self._activate(
+            h, xs, lambda x: jax.lax.ragged_dot(x, self.gate[...].astype(dtype), group_sizes)
+        )
+        ys = jax.lax.ragged_dot(h, self.down[...].astype(dtype), group_sizes)
+        ys = ys * r.weight.reshape(-1)[order][:, None].astype(dtype)
+        return jnp.zeros_like(x_TD).at[token_P[order]].add(ys.astype(x_TD.dtype))
