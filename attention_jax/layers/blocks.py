@@ -14,6 +14,7 @@ from flax import nnx
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
 from attention_jax.layers.feedforward import FeedForward
+from attention_jax.layers.moe import MoEFeedForward
 
 NORMS = {"layernorm": nnx.LayerNorm, "rmsnorm": nnx.RMSNorm}
 CROSS_ATTENTION = (None, "multihead", "additive")
@@ -47,6 +48,8 @@ class EncoderBlock(nnx.Module):
       norm: 'layernorm' or 'rmsnorm'.
       dropout_rate: dropout on each residual branch.
       lora_rank: LoRA updates of this rank on every projection; None for none.
+      moe: MoEFeedForward options (num_experts, top_k, ...) to replace the feed-forward
+        network with a mixture of experts; None for a dense one.
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter (and dropout) randomness.
     """
@@ -69,6 +72,7 @@ class EncoderBlock(nnx.Module):
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
         lora_rank: int | None = None,
+        moe: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -90,9 +94,12 @@ class EncoderBlock(nnx.Module):
             **typed,
         )
         self.ffn_norm = make_norm(norm, d_model, **typed)
-        self.ffn = FeedForward(
-            d_model, mlp_dim, activation=activation, lora_rank=lora_rank, **typed
-        )
+        if moe:
+            self.ffn = MoEFeedForward(d_model, mlp_dim, activation=activation, **moe, **typed)
+        else:
+            self.ffn = FeedForward(
+                d_model, mlp_dim, activation=activation, lora_rank=lora_rank, **typed
+            )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
     def _feed_forward(self, x, deterministic):
@@ -153,6 +160,7 @@ class DecoderBlock(EncoderBlock):
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
         lora_rank: int | None = None,
+        moe: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -176,6 +184,7 @@ class DecoderBlock(EncoderBlock):
             activation=activation,
             norm=norm,
             dropout_rate=dropout_rate,
+            moe=moe,
             **heads,
             **shared,
             **typed,

@@ -107,10 +107,10 @@ class MoEFeedForward(nnx.Module):
         self.rngs = rngs
         self.stats = RoutingStats(_empty_stats(num_experts))
 
-    def route(self, x_TD: jax.Array, *, deterministic: bool) -> routing.Routing:
+    def route(self, x_TD: jax.Array, *, deterministic: bool | None) -> routing.Routing:
         """The routing of flattened tokens [T, D]."""
         router_in = x_TD.astype(jnp.float32)
-        if self.router_jitter and not deterministic:
+        if self.router_jitter and deterministic is False:
             noise = jax.random.uniform(
                 self.rngs.dropout(),
                 router_in.shape,
@@ -147,8 +147,11 @@ class MoEFeedForward(nnx.Module):
             return ACTIVATIONS[self.activation](h)
         return ACTIVATIONS[self.activation](gate_of(x)) * h
 
-    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
-        """[B, S, D] -> [B, S, D]; dropped tokens give 0 (the residual carries them)."""
+    def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
+        """[B, S, D] -> [B, S, D]; dropped tokens give 0 (the residual carries them).
+
+        `deterministic` False (training) turns on router jitter; None or True leaves it off.
+        """
         batch, length, d_model = x.shape
         x_TD = x.reshape(batch * length, d_model)
         r = self.route(x_TD, deterministic=deterministic)

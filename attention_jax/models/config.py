@@ -34,6 +34,42 @@ def _frozen(value):
     return value
 
 
+# Switch Transformer's auxiliary-loss weight and ST-MoE's z-loss weight.
+MOE_DEFAULTS = {
+    "every_n_layers": 2,
+    "top_k": 2,
+    "capacity_factor": 1.25,
+    "router": "top_k",
+    "dispatch": "einsum",
+    "router_jitter": 0.0,
+    "batch_prioritized": False,
+    "load_balancing_weight": 0.01,
+    "z_loss_weight": 0.001,
+}
+MOE_LAYER_KEYS = (
+    "num_experts",
+    "top_k",
+    "capacity_factor",
+    "router",
+    "dispatch",
+    "router_jitter",
+    "batch_prioritized",
+)
+
+
+def _check_moe(cls_name: str, moe: Mapping) -> None:
+    if not moe:
+        return
+    unknown = sorted(set(moe) - set(MOE_DEFAULTS) - {"num_experts"})
+    if unknown or "num_experts" not in moe:
+        raise ValueError(
+            f"{cls_name}: moe needs num_experts and takes {sorted(MOE_DEFAULTS)}; got unknown "
+            f"{unknown} in {dict(moe)}."
+        )
+    if int(moe.get("every_n_layers", 1)) < 1:
+        raise ValueError(f"{cls_name}: moe.every_n_layers must be >= 1; got {moe}.")
+
+
 def _one_of(cls_name: str, field: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{cls_name}: {field} must be one of {tuple(valid)}; got {value!r}.")
@@ -60,9 +96,14 @@ class TransformerConfig:
     lora_rank: int | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
+    # Mixture-of-experts feed-forward layers; empty for none. Keys: num_experts (required),
+    # every_n_layers (1: every layer; 2: every second, ...), the MoEFeedForward options
+    # (top_k, capacity_factor, router, dispatch, router_jitter, batch_prioritized) and the
+    # training-loss weights load_balancing_weight and z_loss_weight.
+    moe: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for field in ("attention", "kind_params"):
+        for field in ("attention", "kind_params", "moe"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
         cls = type(self).__name__
         for field in ("d_model", "num_heads", "mlp_dim"):
@@ -82,6 +123,7 @@ class TransformerConfig:
         kinds = (self.attention,) if isinstance(self.attention, str) else self.attention
         for kind in kinds:
             ops.get(kind)  # ValueError listing the registered kinds
+        _check_moe(cls, self.moe)
         _one_of(cls, "activation", self.activation, sorted(ACTIVATIONS))
         _one_of(cls, "norm", self.norm, sorted(NORMS))
         _one_of(cls, "positions", self.positions, POSITIONS)
@@ -123,6 +165,20 @@ class TransformerConfig:
                 f"{num_layers} layers; give one kind per layer or a single name."
             )
         return kinds
+
+    def moe_options(self, layer: int) -> dict | None:
+        """MoEFeedForward options for block `layer`, or None for a dense feed-forward."""
+        if not self.moe:
+            return None
+        options = {**MOE_DEFAULTS, **self.moe}
+        if (layer + 1) % options["every_n_layers"]:
+            return None
+        return {k: v for k, v in options.items() if k in MOE_LAYER_KEYS}
+
+    def moe_loss_weights(self) -> tuple[float, float]:
+        """(load_balancing_weight, z_loss_weight) of the auxiliary losses."""
+        options = {**MOE_DEFAULTS, **self.moe}
+        return options["load_balancing_weight"], options["z_loss_weight"]
 
     def params_for(self, kind: str, *, shared: bool = True) -> dict:
         """kind_params for a layer of `kind`: its own entry when keyed by kind, else all

@@ -38,6 +38,7 @@ def block_options(config: TransformerConfig, kind: str, max_len: int, layer: int
         norm=config.norm,
         dropout_rate=config.dropout_rate,
         lora_rank=config.lora_rank,
+        moe=config.moe_options(layer),
         dtype=config.compute_dtype,
         param_dtype=config.params_dtype,
     )

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from attention_jax.layers import moe
 from attention_jax.train import losses
 
 
@@ -23,6 +24,20 @@ def model_outputs(model, batch, kind: str, *, deterministic: bool):
     return losses.next_token_loss(logits, batch["targets"], batch["loss_mask"])
 
 
+def moe_statistics(model) -> dict[str, jax.Array]:
+    """Routing statistics of the model's last call, averaged over its MoE layers ({} if none).
+
+    Read right after the forward pass inside the same trace, so the losses are differentiable.
+    """
+    layers = jax.tree.leaves(
+        nnx.state(model, moe.RoutingStats), is_leaf=lambda x: isinstance(x, dict) and "z_loss" in x
+    )
+    if not layers:
+        return {}
+    names = ("load_balancing_loss", "z_loss", "dropped_fraction")
+    return {name: jnp.mean(jnp.stack([layer[name] for layer in layers])) for name in names}
+
+
 def microbatches(batch, count: int):
     """[B, ...] -> [count, B / count, ...], microbatch k holding rows k, k + count, ...
 
@@ -33,16 +48,28 @@ def microbatches(batch, count: int):
     )
 
 
-def make_train_step(graphdef, tx, schedule, kind: str, grad_accum_steps: int = 1):
-    """train_step(state, batch) -> (state, metrics); state holds step, params, rest, opt_state."""
+def make_train_step(
+    graphdef, tx, schedule, kind: str, grad_accum_steps: int = 1, moe_weights=(0.0, 0.0)
+):
+    """train_step(state, batch) -> (state, metrics); state holds step, params, rest, opt_state.
+
+    `moe_weights` (load balancing, z-loss) weigh the MoE layers' auxiliary losses, averaged
+    over layers, into the training loss.
+    """
 
     def loss_sum_fn(params, rest, batch):
         # Sums, not means: microbatches can score different numbers of tokens, and the step
         # must equal one pass over the whole batch.
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, params, rest, copy=True)
         loss, accuracy, count = model_outputs(model, batch, kind, deterministic=False)
+        routing = moe_statistics(model)
+        if routing:
+            aux = (
+                moe_weights[0] * routing["load_balancing_loss"] + moe_weights[1] * routing["z_loss"]
+            )
+            loss = loss + aux
         _, _, rest = nnx.split(model, nnx.Param, ...)
-        return loss * count, (accuracy * count, count, rest)
+        return loss * count, (accuracy * count, count, rest, routing)
 
     grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
 
@@ -51,16 +78,17 @@ def make_train_step(graphdef, tx, schedule, kind: str, grad_accum_steps: int = 1
 
         def accumulate(carry, micro):
             grads_sum, loss_sum, correct, count, rest = carry
-            (loss, (right, scored, rest)), grads = grad_fn(params, rest, micro)
+            (loss, (right, scored, rest, routing)), grads = grad_fn(params, rest, micro)
             grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-            return (grads_sum, loss_sum + loss, correct + right, count + scored, rest), None
+            return (grads_sum, loss_sum + loss, correct + right, count + scored, rest), routing
 
         zero = jnp.zeros((), jnp.float32)
         carry = (jax.tree.map(jnp.zeros_like, params), zero, zero, zero, state["rest"])
         if grad_accum_steps == 1:
-            carry, _ = accumulate(carry, batch)
+            carry, routing = accumulate(carry, batch)
         else:
-            carry, _ = jax.lax.scan(accumulate, carry, microbatches(batch, grad_accum_steps))
+            carry, routing = jax.lax.scan(accumulate, carry, microbatches(batch, grad_accum_steps))
+            routing = jax.tree.map(jnp.mean, routing)
         grads_sum, loss_sum, correct, count, rest = carry
         denominator = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denominator, grads_sum)
@@ -71,6 +99,7 @@ def make_train_step(graphdef, tx, schedule, kind: str, grad_accum_steps: int = 1
             "train/accuracy": accuracy,
             "train/grad_norm": optax.tree.norm(grads),
             "train/learning_rate": schedule(state["step"]),
+            **{f"train/moe_{name}": value for name, value in routing.items()},
         }
         new_state = {
             "step": state["step"] + 1,
@@ -87,7 +116,7 @@ def make_eval_step(graphdef, kind: str):
     """eval_step(state, batch) -> sums (loss_sum, correct, count), exact over padded batches."""
 
     def eval_step(state, batch):
-        model = nnx.merge(graphdef, state["params"], state["rest"])
+        model = nnx.merge(graphdef, state["params"], state["rest"], copy=True)
         loss, accuracy, count = model_outputs(model, batch, kind, deterministic=True)
         return {"loss_sum": loss * count, "correct": accuracy * count, "count": count}
 

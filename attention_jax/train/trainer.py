@@ -183,7 +183,14 @@ def train_and_evaluate(
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(model_config, rngs=nnx.Rngs(0))))
     batch_sharding = sharding.batch_sharding(mesh)
     train_step = jax.jit(
-        step.make_train_step(graphdef, tx, schedule, task.kind, config.optimizer.grad_accum_steps),
+        step.make_train_step(
+            graphdef,
+            tx,
+            schedule,
+            task.kind,
+            config.optimizer.grad_accum_steps,
+            moe_weights=model_config.moe_loss_weights(),
+        ),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=(state_shardings, None),
         donate_argnums=0,

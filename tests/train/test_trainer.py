@@ -205,3 +205,18 @@ def test_bfloat16_compute_trains(tmp_path, data_dir):
     results = train.train_and_evaluate(config, str(tmp_path))
     losses = train_losses(tmp_path)
     assert np.isfinite(results["test/loss"]) and losses[10] < losses[1]
+
+
+def test_moe_model_trains_and_logs_its_routing(tmp_path, data_dir):
+    config = tiny(data_dir, num_steps=4, log_every=1, eval_every=100)
+    config.model.moe = {"num_experts": 4, "top_k": 2, "every_n_layers": 1, "dispatch": "sort"}
+    train.train_and_evaluate(config, str(tmp_path))
+    logged = metrics.read_metrics(tmp_path)[-2]
+    assert {
+        "train/moe_load_balancing_loss",
+        "train/moe_z_loss",
+        "train/moe_dropped_fraction",
+    } <= set(logged)
+    config.model.moe = {"num_experts": 4, "top_kk": 2}
+    with pytest.raises(ValueError, match="unknown"):
+        train.train_and_evaluate(config, str(tmp_path / "bad"))
