@@ -7,6 +7,8 @@ choice) or gathers each expert's chosen tokens (expert choice): memory linear in
 many experts. Both compute the same function (the tests check it).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -46,6 +48,7 @@ class MoEFeedForward(nnx.Module):
       activation: 'gelu', 'relu' or 'swiglu'.
       router_jitter: multiply the router input by U(1 - j, 1 + j) in training (Switch).
       batch_prioritized: fill expert slots most-confident token first.
+      group_size: tokens routed together (capacity is per group); None for all at once.
       dtype: computation dtype of the experts; the router runs in float32.
       rngs: parameter and jitter randomness.
 
@@ -66,6 +69,7 @@ class MoEFeedForward(nnx.Module):
         activation: str = "gelu",
         router_jitter: float = 0.0,
         batch_prioritized: bool = False,
+        group_size: int | None = 1024,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -86,6 +90,7 @@ class MoEFeedForward(nnx.Module):
             raise ValueError("MoEFeedForward: expert choice needs a capacity_factor.")
         self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
         self.router, self.dispatch, self.activation = router, dispatch, activation
+        self.group_size = group_size
         self.router_jitter, self.batch_prioritized, self.dtype = (
             router_jitter,
             batch_prioritized,
@@ -119,18 +124,34 @@ class MoEFeedForward(nnx.Module):
             )
             router_in = router_in * noise
         logits = router_in @ self.router_kernel[...].astype(jnp.float32)
-        num_tokens = x_TD.shape[0]
+        groups, group = self.groups(x_TD.shape[0])
+        logits_GSE = logits.reshape(groups, group, self.num_experts)
         if self.router == "expert_choice":
+            capacity = routing.expert_capacity(group, self.num_experts, 1, self.capacity_factor)
+            route_group = functools.partial(routing.expert_choice_routing, capacity=capacity)
+        else:
             capacity = routing.expert_capacity(
-                num_tokens, self.num_experts, 1, self.capacity_factor
+                group, self.num_experts, self.top_k, self.capacity_factor
             )
-            return routing.expert_choice_routing(logits, capacity=capacity)
-        capacity = routing.expert_capacity(
-            num_tokens, self.num_experts, self.top_k, self.capacity_factor
-        )
-        return routing.top_k_routing(
-            logits, k=self.top_k, capacity=capacity, batch_prioritized=self.batch_prioritized
-        )
+            route_group = functools.partial(
+                routing.top_k_routing,
+                k=self.top_k,
+                capacity=capacity,
+                batch_prioritized=self.batch_prioritized,
+            )
+        return jax.vmap(route_group)(logits_GSE)
+
+    def groups(self, num_tokens: int) -> tuple[int, int]:
+        """(G, S): tokens are routed in G groups of S, so the einsum dispatch costs T * S, not
+        T^2 (GShard's groups); one group when there are no more than group_size tokens."""
+        if self.group_size is None or num_tokens <= self.group_size:
+            return 1, num_tokens
+        if num_tokens % self.group_size:
+            raise ValueError(
+                f"MoEFeedForward: {num_tokens} tokens (batch x length) do not split into groups "
+                f"of group_size={self.group_size}; pick a group_size dividing it, or None."
+            )
+        return num_tokens // self.group_size, self.group_size
 
     def experts(self, x_ECD: jax.Array) -> jax.Array:
         """Every expert on its own tokens: [E, C, D] -> [E, C, D]."""
@@ -155,31 +176,51 @@ class MoEFeedForward(nnx.Module):
         batch, length, d_model = x.shape
         x_TD = x.reshape(batch * length, d_model)
         r = self.route(x_TD, deterministic=deterministic)
-        self.stats.set_value(r.stats)
+        self.stats.set_value(jax.tree.map(lambda s: jnp.mean(s, axis=0), r.stats))
         if self.dispatch == "einsum":
-            x_ECD = jnp.einsum("tec,td->ecd", r.dispatch.astype(x.dtype), x_TD)
-            y_TD = jnp.einsum(
-                "tec,ecd->td", r.combine.astype(x.dtype), self.experts(x_ECD).astype(x.dtype)
-            )
+            y_TD = self._einsum_experts(x_TD, r)
         elif self.router == "expert_choice":
             y_TD = self._gather_experts(x_TD, r)
         else:
             y_TD = self._sorted_experts(x_TD, r)
         return y_TD.reshape(batch, length, d_model).astype(x.dtype)
 
+    def _grouped_experts(self, x_GECD):
+        """The experts over every group's slots at once: [G, E, C, D] -> [G, E, C, D]."""
+        groups, experts, capacity, d_model = x_GECD.shape
+        x_EXD = jnp.swapaxes(x_GECD, 0, 1).reshape(experts, groups * capacity, d_model)
+        y_EXD = self.experts(x_EXD).reshape(experts, groups, capacity, d_model)
+        return jnp.swapaxes(y_EXD, 0, 1)
+
+    def _einsum_experts(self, x_TD, r):
+        groups, group, experts, capacity = r.dispatch.shape
+        x_GSD = x_TD.reshape(groups, group, -1)
+        x_GECD = jnp.einsum("gsec,gsd->gecd", r.dispatch.astype(x_TD.dtype), x_GSD)
+        y_GECD = self._grouped_experts(x_GECD).astype(x_TD.dtype)
+        return jnp.einsum("gsec,gecd->gsd", r.combine.astype(x_TD.dtype), y_GECD).reshape(
+            x_TD.shape
+        )
+
     def _gather_experts(self, x_TD, r):
-        # Expert choice: expert e's tokens are r.expert_index[e]; gather, run, scatter-add.
-        y_ECD = self.experts(x_TD[r.expert_index]) * r.weight[..., None].astype(x_TD.dtype)
+        # Expert choice: expert e of group g took tokens r.expert_index[g, e] (within the
+        # group); gather them, run the experts, scatter-add the weighted outputs back.
+        groups, group = r.dispatch.shape[:2]
+        tokens_GEC = r.expert_index + group * jnp.arange(groups)[:, None, None]
+        y_GECD = self._grouped_experts(x_TD[tokens_GEC]) * r.weight[..., None].astype(x_TD.dtype)
         return (
             jnp.zeros_like(x_TD)
-            .at[r.expert_index.reshape(-1)]
-            .add(y_ECD.reshape(-1, x_TD.shape[-1]).astype(x_TD.dtype))
+            .at[tokens_GEC.reshape(-1)]
+            .add(y_GECD.reshape(-1, x_TD.shape[-1]).astype(x_TD.dtype))
         )
 
     def _sorted_experts(self, x_TD, r):
         # Token choice: (token, choice) pairs sorted by expert, experts run as one ragged
         # matmul over contiguous groups; a dropped choice has weight 0.
-        num_tokens, k = r.expert_index.shape
+        num_tokens, k = x_TD.shape[0], r.expert_index.shape[-1]
+        r = r._replace(
+            expert_index=r.expert_index.reshape(num_tokens, k),
+            weight=r.weight.reshape(num_tokens, k),
+        )
         expert_P = r.expert_index.reshape(-1)
         token_P = jnp.repeat(jnp.arange(num_tokens), k)
         order = jnp.argsort(expert_P, stable=True)

@@ -78,6 +78,9 @@ CASES = [
     dict(router="top_k", top_k=2, capacity_factor=1.25, activation="swiglu"),
     dict(router="top_k", top_k=2, capacity_factor=None, activation="relu"),
     dict(router="expert_choice", top_k=1, capacity_factor=1.0, activation="gelu"),
+    # 24 tokens routed in 3 groups of 8, each with its own capacity.
+    dict(router="top_k", top_k=2, capacity_factor=1.0, activation="gelu", group_size=8),
+    dict(router="expert_choice", top_k=1, capacity_factor=1.0, activation="relu", group_size=8),
 ]
 
 
@@ -86,7 +89,9 @@ def _layer(dispatch, **kw):
 
 
 @pytest.mark.parametrize(
-    "case", CASES, ids=lambda c: f"{c['router']}-k{c['top_k']}-{c['activation']}"
+    "case",
+    CASES,
+    ids=lambda c: f"{c['router']}-k{c['top_k']}-{c['activation']}-g{c.get('group_size')}",
 )
 def test_einsum_and_sort_dispatch_agree_in_value_and_gradient(case):
     x = jax.random.normal(jax.random.key(1), (2, 12, 8))
@@ -136,9 +141,10 @@ def test_jitter_only_in_training_and_stats_follow_each_call():
         (dict(top_k=5), "1 <= top_k <= num_experts"),
         (dict(router="expert_choice", capacity_factor=None), "expert choice needs"),
         (dict(capacity_factor=0.0), "capacity_factor must be > 0"),
+        (dict(group_size=3), "do not split into groups"),
     ],
 )
 def test_bad_settings_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         layer = _layer("einsum", **kw)
-        layer(jnp.ones((1, 4, 8)))
+        layer(jnp.ones((1, 8, 8)))
