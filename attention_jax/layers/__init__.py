@@ -1,10 +1,13 @@
-"""Flax NNX building blocks around the attention ops: attention, positions, feed-forward, blocks."""
+"""Flax NNX building blocks around the attention ops: attention, positions, feed-forward,
+mixtures of experts, blocks."""
 
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
 from attention_jax.layers.blocks import DecoderBlock, EncoderBlock
 from attention_jax.layers.feedforward import FeedForward
 from attention_jax.layers.linen import linen_attention
+from attention_jax.layers.moe import MoEFeedForward, RoutingStats
+from attention_jax.layers.moe_attention import MoEAttention
 from attention_jax.layers.positional import (
     LearnedPositions,
     alibi_bias,
@@ -23,8 +26,11 @@ __all__ = [
     "FeatureProjection",
     "FeedForward",
     "LearnedPositions",
+    "MoEAttention",
+    "MoEFeedForward",
     "MultiHeadAttention",
     "RandomFeatures",
+    "RoutingStats",
     "alibi_bias",
     "alibi_bias_at",
     "alibi_slopes",

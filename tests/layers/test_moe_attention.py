@@ -1,0 +1,79 @@
+"""SwitchHead attention against a float64 NumPy computation, and over other attention kinds."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from attention_jax.layers.moe_attention import MoEAttention, top_k_gates
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _top_k_mask(gates, k):
+    kth = np.sort(gates, axis=-1)[..., -k][..., None]
+    return np.where(gates >= kth, gates, 0.0)
+
+
+def switchhead_np(layer, x, *, k, causal, window=None):
+    """The SwitchHead formula written out in float64."""
+    p = {
+        name: np.asarray(getattr(layer, name)[...], np.float64)
+        for name in ("query", "key", "value", "out", "value_router", "out_router")
+    }
+    x = np.asarray(x, np.float64)
+    q = np.einsum("btd,dnh->btnh", x, p["query"])
+    kk = np.einsum("btd,dnh->btnh", x, p["key"])
+    v_gates = _top_k_mask(_sigmoid(np.einsum("btd,dne->btne", x, p["value_router"])), k)
+    v = np.einsum("btd,dneh,btne->btnh", x, p["value"], v_gates)
+    scores = np.einsum("btnh,bsnh->bnts", q, kk) / np.sqrt(q.shape[-1])
+    T = x.shape[1]
+    allowed = np.ones((T, T), bool)
+    if causal:
+        allowed &= np.tril(allowed)
+    if window is not None:
+        allowed &= np.subtract.outer(np.arange(T), np.arange(T)) <= window
+    scores = np.where(allowed, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    o = np.einsum("bnts,bsnh->btnh", probs, v)
+    o_gates = _top_k_mask(_sigmoid(np.einsum("btd,dne->btne", x, p["out_router"])), k)
+    return np.einsum("btnh,nehd,btne->btd", o, p["out"], o_gates)
+
+
+X = np.random.default_rng(0).standard_normal((2, 9, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("causal", [False, True])
+def test_dense_switchhead_matches_float64(k, causal):
+    layer = MoEAttention(16, 2, num_experts=4, top_k=k, rngs=nnx.Rngs(0))
+    got = layer(jnp.asarray(X), is_causal=causal)
+    np.testing.assert_allclose(
+        got, switchhead_np(layer, X, k=k, causal=causal), atol=2e-5, rtol=2e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, kind_params, window",
+    [("flash", {"block_q": 4, "block_kv": 4}, None), ("local", {"local_window_size": (3, 0)}, 3)],
+)
+def test_routed_heads_compose_with_other_kinds(kind, kind_params, window):
+    layer = MoEAttention(
+        16, 2, num_experts=3, top_k=2, kind=kind, kind_params=kind_params, rngs=nnx.Rngs(1)
+    )
+    got = layer(jnp.asarray(X), is_causal=True)
+    want = switchhead_np(layer, X, k=2, causal=True, window=window)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+
+
+def test_exactly_k_gates_are_open():
+    gates = top_k_gates(jnp.asarray(np.random.default_rng(2).standard_normal((5, 3, 6))), 2)
+    np.testing.assert_array_equal(np.count_nonzero(np.asarray(gates), axis=-1), 2)
+
+
+def test_bad_top_k_is_refused():
+    with pytest.raises(ValueError, match="top_k <= num_experts"):
+        MoEAttention(16, 2, num_experts=2, top_k=3, rngs=nnx.Rngs(0))
