@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_jax.layers import routing
+from attention_jax.layers import expert_parallel, routing
 from attention_jax.layers.feedforward import ACTIVATIONS, GATED
 
 DISPATCHES = ("einsum", "sort")
@@ -49,6 +49,8 @@ class MoEFeedForward(nnx.Module):
       router_jitter: multiply the router input by U(1 - j, 1 + j) in training (Switch).
       batch_prioritized: fill expert slots most-confident token first.
       group_size: tokens routed together (capacity is per group); None for all at once.
+      mesh, expert_axis: with a mesh whose `expert_axis` has P > 1 devices, the einsum path
+        shards experts and token groups over it and moves tokens by all-to-all.
       dtype: computation dtype of the experts; the router runs in float32.
       rngs: parameter and jitter randomness.
 
@@ -70,6 +72,8 @@ class MoEFeedForward(nnx.Module):
         router_jitter: float = 0.0,
         batch_prioritized: bool = False,
         group_size: int | None = 1024,
+        mesh=None,
+        expert_axis: str = "expert",
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -91,6 +95,7 @@ class MoEFeedForward(nnx.Module):
         self.num_experts, self.top_k, self.capacity_factor = num_experts, top_k, capacity_factor
         self.router, self.dispatch, self.activation = router, dispatch, activation
         self.group_size = group_size
+        self.mesh, self.expert_axis = mesh, expert_axis
         self.router_jitter, self.batch_prioritized, self.dtype = (
             router_jitter,
             batch_prioritized,
@@ -153,15 +158,25 @@ class MoEFeedForward(nnx.Module):
             )
         return num_tokens // self.group_size, self.group_size
 
-    def experts(self, x_ECD: jax.Array) -> jax.Array:
-        """Every expert on its own tokens: [E, C, D] -> [E, C, D]."""
+    def expert_params(self) -> dict:
+        """The expert weights, expert axis first (what expert parallelism shards)."""
+        params = {"up": self.up[...], "down": self.down[...]}
+        if self.gate is not None:
+            params["gate"] = self.gate[...]
+        return params
+
+    def experts(self, x_ECD: jax.Array, params: dict | None = None) -> jax.Array:
+        """Every expert on its own tokens: [E, C, D] -> [E, C, D] (params: a shard of them)."""
+        params = self.expert_params() if params is None else params
         dtype = self.dtype or x_ECD.dtype
         x_ECD = x_ECD.astype(dtype)
-        h_ECF = jnp.einsum("ecd,edf->ecf", x_ECD, self.up[...].astype(dtype))
-        h_ECF = self._activate(
-            h_ECF, x_ECD, lambda x: jnp.einsum("ecd,edf->ecf", x, self.gate[...].astype(dtype))
-        )
-        return jnp.einsum("ecf,efd->ecd", h_ECF, self.down[...].astype(dtype))
+        h_ECF = jnp.einsum("ecd,edf->ecf", x_ECD, params["up"].astype(dtype))
+        if "gate" in params:
+            gate = jnp.einsum("ecd,edf->ecf", x_ECD, params["gate"].astype(dtype))
+            h_ECF = ACTIVATIONS[self.activation](gate) * h_ECF
+        else:
+            h_ECF = ACTIVATIONS[self.activation](h_ECF)
+        return jnp.einsum("ecf,efd->ecd", h_ECF, params["down"].astype(dtype))
 
     def _activate(self, h, x, gate_of):
         if self.gate is None:
@@ -195,6 +210,17 @@ class MoEFeedForward(nnx.Module):
     def _einsum_experts(self, x_TD, r):
         groups, group, experts, capacity = r.dispatch.shape
         x_GSD = x_TD.reshape(groups, group, -1)
+        if self.mesh is not None and self.mesh.shape[self.expert_axis] > 1:
+            y_GSD = expert_parallel.expert_parallel_dispatch(
+                lambda params, x: self.experts(x, params),
+                x_GSD,
+                r.dispatch.astype(x_TD.dtype),
+                r.combine.astype(x_TD.dtype),
+                self.expert_params(),
+                mesh=self.mesh,
+                axis=self.expert_axis,
+            )
+            return y_GSD.reshape(x_TD.shape)
         x_GECD = jnp.einsum("gsec,gsd->gecd", r.dispatch.astype(x_TD.dtype), x_GSD)
         y_GECD = self._grouped_experts(x_GECD).astype(x_TD.dtype)
         return jnp.einsum("gsec,gecd->gsd", r.combine.astype(x_TD.dtype), y_GECD).reshape(

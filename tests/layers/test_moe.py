@@ -148,3 +148,34 @@ def test_bad_settings_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         layer = _layer("einsum", **kw)
         layer(jnp.ones((1, 8, 8)))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_expert_parallel_over_8_devices_equals_one_device(activation):
+    mesh = jax.make_mesh((8,), ("expert",), (jax.sharding.AxisType.Auto,))
+    layer = moe.MoEFeedForward(
+        8,
+        16,
+        num_experts=8,
+        top_k=2,
+        capacity_factor=1.5,
+        group_size=8,
+        mesh=mesh,
+        activation=activation,
+        rngs=nnx.Rngs(3),
+    )
+    x = jax.random.normal(jax.random.key(4), (4, 16, 8))  # 64 tokens: 8 groups of 8
+
+    def value_and_grads(parallel):
+        layer.mesh = mesh if parallel else None
+        graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+        def loss(params, x, rest):
+            return jnp.sum(jnp.sin(nnx.merge(graphdef, params, rest, copy=True)(x)))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x, rest)
+
+    (want, want_grads), (got, got_grads) = value_and_grads(False), value_and_grads(True)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
