@@ -43,6 +43,7 @@ MOE_DEFAULTS = {
     "dispatch": "einsum",
     "router_jitter": 0.0,
     "batch_prioritized": False,
+    "group_size": 1024,
     "load_balancing_weight": 0.01,
     "z_loss_weight": 0.001,
 }
@@ -54,6 +55,7 @@ MOE_LAYER_KEYS = (
     "dispatch",
     "router_jitter",
     "batch_prioritized",
+    "group_size",
 )
 
 

@@ -14,9 +14,16 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-BATCH_AXES = ("data", "fsdp")
+# The expert axis also splits the batch: outside the MoE layers its devices do data parallelism.
+BATCH_AXES = ("data", "fsdp", "expert")
 # Logical axis -> mesh axis.
-LOGICAL_RULES = {"embed": "fsdp", "heads": "tensor", "mlp": "tensor", "vocab": "tensor"}
+LOGICAL_RULES = {
+    "embed": "fsdp",
+    "heads": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "expert": "expert",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +84,10 @@ def logical_axes(path, ndim: int) -> tuple[str | None, ...]:
         return {3: ("embed", "heads", None), 2: ("heads", None)}.get(ndim, (None,) * ndim)
     if module == "out" and leaf == "kernel" and ndim == 3:
         return ("heads", None, "embed")
+    if leaf in ("up", "gate") and ndim == 3:  # MoE experts [E, D, F]
+        return ("expert", "embed", "mlp")
+    if leaf == "down" and ndim == 3:  # [E, F, D]
+        return ("expert", "mlp", "embed")
     if module in ("up", "gate"):
         return {2: ("embed", "mlp"), 1: ("mlp",)}.get(ndim, (None,) * ndim)
     if module == "down" and leaf == "kernel" and ndim == 2:
@@ -114,7 +125,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def data_parallel_size(mesh: Mesh) -> int:
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+    return mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["expert"]
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

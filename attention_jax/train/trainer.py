@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from attention_jax import data, models
+from attention_jax import data, layers, models
 from attention_jax.train import checkpoint, hosts, metrics, optim, sharding, step
 from attention_jax.train import config as config_lib
 
@@ -49,7 +49,7 @@ class _Preemption:
 
 def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
     """This host's batch size, after checking the global batch splits evenly everywhere."""
-    if mesh.shape["expert"] > 1:
+    if mesh.shape["expert"] > 1 and not config.model.get("moe"):
         raise ValueError(
             "mesh.expert > 1 shards mixture-of-experts layers, which this model does not have; "
             "set mesh.expert=1 and give the devices to data or fsdp."
@@ -65,7 +65,8 @@ def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
         raise ValueError(
             f"batch_size {config.batch_size} / grad_accum_steps "
             f"{config.optimizer.grad_accum_steps} = {microbatch} rows per microbatch is not "
-            f"divisible by the {dp} data-parallel devices (mesh data x fsdp); change batch_size."
+            f"divisible by the {dp} data-parallel devices (mesh data x fsdp x expert); change "
+            f"batch_size."
         )
     if config.batch_size % jax.process_count():
         raise ValueError(
@@ -168,8 +169,11 @@ def train_and_evaluate(
     tx = optim.make_optimizer(config.optimizer, config.num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
 
+    def build():
+        return _with_expert_mesh(models.build(model_config, rngs=nnx.Rngs(config.seed)), mesh)
+
     def init():
-        model = models.build(model_config, rngs=nnx.Rngs(config.seed))
+        model = build()
         _, params, rest = nnx.split(model, nnx.Param, ...)
         return {
             "step": jnp.zeros((), jnp.int32),
@@ -180,7 +184,7 @@ def train_and_evaluate(
 
     abstract = jax.eval_shape(init)
     state_shardings = sharding.state_shardings(abstract, mesh)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: models.build(model_config, rngs=nnx.Rngs(0))))
+    graphdef = nnx.graphdef(nnx.eval_shape(build))
     batch_sharding = sharding.batch_sharding(mesh)
     train_step = jax.jit(
         step.make_train_step(
@@ -275,6 +279,15 @@ def train_and_evaluate(
     checkpointer.close()
     writer.close()
     return results
+
+
+def _with_expert_mesh(model, mesh):
+    """Hands the mesh to the MoE layers, which shard experts over its expert axis."""
+    if mesh.shape["expert"] > 1:
+        for _, layer in nnx.iter_graph(model):
+            if isinstance(layer, layers.MoEFeedForward):
+                layer.mesh = mesh
+    return model
 
 
 def _jsonable(config: config_lib.TrainConfig) -> dict:

@@ -220,3 +220,15 @@ def test_moe_model_trains_and_logs_its_routing(tmp_path, data_dir):
     config.model.moe = {"num_experts": 4, "top_kk": 2}
     with pytest.raises(ValueError, match="unknown"):
         train.train_and_evaluate(config, str(tmp_path / "bad"))
+
+
+def test_expert_parallel_moe_run_follows_the_single_device_trajectory(tmp_path, data_dir):
+    config = tiny(data_dir, num_steps=4, log_every=1, eval_every=100)
+    # 16 x 64 tokens per step in 8 routing groups, so groups split over 2 expert devices.
+    config.model.moe = {"num_experts": 4, "top_k": 2, "every_n_layers": 1, "group_size": 128}
+    one = train.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+    config.mesh.update(data=4, expert=2)
+    many = train.train_and_evaluate(config, str(tmp_path / "many"))
+    want, got = train_losses(tmp_path / "one"), train_losses(tmp_path / "many")
+    np.testing.assert_allclose([got[s] for s in want], list(want.values()), rtol=2e-5)
+    assert many["test/loss"] == pytest.approx(one["test/loss"], rel=2e-5)
