@@ -42,13 +42,15 @@ class MoEFeedForward(nnx.Module):
       num_experts: E.
       top_k: experts per token (token-choice routing).
       capacity_factor: expert capacity relative to an even split (1.25 is Switch's default);
-        None for dropless token choice. For expert choice, tokens per expert = T * factor / E.
+        None for dropless token choice. For expert choice, tokens per expert = S * factor / E
+        for routing groups of S tokens.
       router: 'top_k' (token choice) or 'expert_choice'.
       dispatch: 'einsum' or 'sort'.
       activation: 'gelu', 'relu' or 'swiglu'.
       router_jitter: multiply the router input by U(1 - j, 1 + j) in training (Switch).
       batch_prioritized: fill expert slots most-confident token first.
-      group_size: tokens routed together (capacity is per group); None for all at once.
+      group_size: at most this many tokens are routed together (capacity is per group);
+        None for all at once.
       mesh, expert_axis: with a mesh whose `expert_axis` has P > 1 devices, the einsum path
         shards experts and token groups over it and moves tokens by all-to-all.
       dtype: computation dtype of the experts; the router runs in float32.
@@ -151,12 +153,12 @@ class MoEFeedForward(nnx.Module):
         T^2 (GShard's groups); one group when there are no more than group_size tokens."""
         if self.group_size is None or num_tokens <= self.group_size:
             return 1, num_tokens
-        if num_tokens % self.group_size:
-            raise ValueError(
-                f"MoEFeedForward: {num_tokens} tokens (batch x length) do not split into groups "
-                f"of group_size={self.group_size}; pick a group_size dividing it, or None."
-            )
-        return num_tokens // self.group_size, self.group_size
+        # The largest group of at most group_size tokens that splits them evenly; one group
+        # when only small ones would (groups much smaller than asked starve capacity).
+        group = max(d for d in range(1, self.group_size + 1) if num_tokens % d == 0)
+        if group < self.group_size // 4:
+            return 1, num_tokens
+        return num_tokens // group, group
 
     def expert_params(self) -> dict:
         """The expert weights, expert axis first (what expert parallelism shards)."""

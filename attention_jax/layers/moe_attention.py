@@ -20,10 +20,11 @@ from attention_jax import ops
 
 
 def top_k_gates(logits: jax.Array, k: int) -> jax.Array:
-    """Sigmoid gates [..., E] with all but the k largest set to zero."""
+    """Sigmoid gates [..., E] with all but the k largest set to zero (ties: lower index)."""
     gates = jax.nn.sigmoid(logits.astype(jnp.float32))
-    threshold = jax.lax.top_k(gates, k)[0][..., -1:]
-    return jnp.where(gates >= threshold, gates, 0.0)
+    chosen = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
+    keep = jnp.sum(jax.nn.one_hot(chosen, gates.shape[-1], dtype=gates.dtype), axis=-2)
+    return gates * keep
 
 
 class MoEAttention(nnx.Module):

@@ -12,8 +12,13 @@ the same shape; the sort-based expert path uses the per-choice form (expert_inde
 - Expert choice (Zhou et al. 2022): each expert picks its C most probable tokens.
 
 Auxiliary losses are returned, never stored: the Switch load-balancing loss
-E * sum_e f_e * P_e (f_e the fraction of choices routed to e, P_e its mean router probability;
-1.0 when balanced) and the ST-MoE router z-loss mean(logsumexp(logits)^2) (Zoph et al. 2022).
+E * sum_e f_e * P_e (f_e the fraction of all k choices routed to e, before capacity; P_e its
+mean router probability; 1.0 when balanced) and the ST-MoE router z-loss
+mean(logsumexp(logits)^2) (Zoph et al. 2022). Expert choice is balanced by construction: its
+load-balancing loss is reported as 0.
+
+Expert choice and batch-prioritised routing decide a token's experts from other tokens of its
+group, later ones included, so causal models refuse them (models/config.py).
 """
 
 import math
@@ -69,12 +74,13 @@ def top_k_routing(
     logits = logits.astype(jnp.float32)
     probs = jax.nn.softmax(logits, axis=-1)
     weight, expert_index = jax.lax.top_k(probs, k)  # [T, K]
+    confidence = weight[:, 0]  # the raw top probability orders batch-prioritised routing
     if k > 1:
         weight = weight / jnp.sum(weight, axis=-1, keepdims=True)
     choice_TKE = jax.nn.one_hot(expert_index, num_experts, dtype=jnp.int32)
     # Slot order: all first choices, then all second choices, ...; tokens in position order
     # or by confidence. The running count of earlier choices of an expert is the slot.
-    order = jnp.argsort(-weight[:, 0]) if batch_prioritized else jnp.arange(num_tokens)
+    order = jnp.argsort(-confidence) if batch_prioritized else jnp.arange(num_tokens)
     choice_KTE = jnp.swapaxes(choice_TKE[order], 0, 1)
     filled = jnp.cumsum(choice_KTE.reshape(k * num_tokens, num_experts), axis=0)
     slot_KTE = (filled.reshape(k, num_tokens, num_experts) - 1) * choice_KTE
@@ -115,9 +121,9 @@ def expert_choice_routing(logits: jax.Array, *, capacity: int) -> Routing:
     dispatch = jnp.transpose(jax.nn.one_hot(token_index, num_tokens), (2, 0, 1))  # [T, E, C]
     combine = dispatch * weight[None]
     chosen = jnp.sum(dispatch, axis=(1, 2))
-    load_balancing, z_loss = _losses(logits, probs, jnp.sum(dispatch, axis=(0, 2)))
+    _, z_loss = _losses(logits, probs, jnp.sum(dispatch, axis=(0, 2)))
     stats = {
-        "load_balancing_loss": load_balancing,
+        "load_balancing_loss": jnp.zeros((), jnp.float32),
         "z_loss": z_loss,
         "dropped_fraction": jnp.mean((chosen == 0).astype(jnp.float32)),
         "expert_load": jnp.sum(dispatch, axis=(0, 2)) / jnp.maximum(jnp.sum(dispatch), 1.0),

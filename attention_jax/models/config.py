@@ -62,6 +62,13 @@ MOE_LAYER_KEYS = (
 def _check_moe(cls_name: str, moe: Mapping) -> None:
     if not moe:
         return
+    causal = cls_name in ("LanguageModelConfig", "EncoderDecoderConfig")
+    if causal and (moe.get("router") == "expert_choice" or moe.get("batch_prioritized")):
+        raise ValueError(
+            f"{cls_name}: expert-choice and batch-prioritised routing let later tokens decide "
+            f"an earlier token's experts, which a causal model must not see; use router "
+            f"'top_k' without batch_prioritized."
+        )
     unknown = sorted(set(moe) - set(MOE_DEFAULTS) - {"num_experts"})
     if unknown or "num_experts" not in moe:
         raise ValueError(

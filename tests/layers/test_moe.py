@@ -131,7 +131,30 @@ def test_jitter_only_in_training_and_stats_follow_each_call():
     np.testing.assert_array_equal(layer(x), layer(x))
     assert not np.array_equal(layer(x, deterministic=False), layer(x, deterministic=False))
     layer(x)
-    assert layer.stats.get_value()["expert_load"].shape == (4,)
+    first = np.asarray(layer.stats.get_value()["load_balancing_loss"])
+    layer(x * 10.0 + 3.0)
+    assert first != np.asarray(layer.stats.get_value()["load_balancing_loss"])
+
+
+def test_auxiliary_losses_reach_the_router():
+    layer = _layer("einsum", top_k=2)
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+    def aux(params, rest):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        model(jax.random.normal(jax.random.key(5), (2, 8, 8)))
+        stats = model.stats.get_value()
+        return stats["load_balancing_loss"] + stats["z_loss"]
+
+    grads = jax.grad(aux)(params, rest)
+    assert float(jnp.abs(grads["router_kernel"][...]).sum()) > 0
+
+
+def test_tokens_are_grouped_by_the_largest_even_split():
+    layer = _layer("einsum", top_k=1, group_size=1024)
+    assert layer.groups(1500) == (2, 750)  # not a multiple of 1024: 2 groups of 750
+    assert layer.groups(300) == (1, 300)
+    assert layer.groups(1031) == (1, 1031)  # prime: one group rather than tiny ones
 
 
 @pytest.mark.parametrize(
@@ -141,7 +164,6 @@ def test_jitter_only_in_training_and_stats_follow_each_call():
         (dict(top_k=5), "1 <= top_k <= num_experts"),
         (dict(router="expert_choice", capacity_factor=None), "expert choice needs"),
         (dict(capacity_factor=0.0), "capacity_factor must be > 0"),
-        (dict(group_size=3), "do not split into groups"),
     ],
 )
 def test_bad_settings_are_refused(kw, match):

@@ -13,8 +13,11 @@ def _sigmoid(x):
 
 
 def _top_k_mask(gates, k):
-    kth = np.sort(gates, axis=-1)[..., -k][..., None]
-    return np.where(gates >= kth, gates, 0.0)
+    # The k largest, ties to the lower index.
+    chosen = np.argsort(-gates, axis=-1, kind="stable")[..., :k]
+    keep = np.zeros_like(gates)
+    np.put_along_axis(keep, chosen, 1.0, axis=-1)
+    return gates * keep
 
 
 def switchhead_np(layer, x, *, k, causal, window=None):
@@ -69,9 +72,15 @@ def test_routed_heads_compose_with_other_kinds(kind, kind_params, window):
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
 
 
-def test_exactly_k_gates_are_open():
-    gates = top_k_gates(jnp.asarray(np.random.default_rng(2).standard_normal((5, 3, 6))), 2)
-    np.testing.assert_array_equal(np.count_nonzero(np.asarray(gates), axis=-1), 2)
+@pytest.mark.parametrize("logits", ["random", "zeros", "saturated"])
+def test_exactly_k_gates_are_open_even_with_ties(logits):
+    values = {
+        "random": np.random.default_rng(2).standard_normal((5, 3, 6)),
+        "zeros": np.zeros((5, 3, 6)),  # every gate 0.5
+        "saturated": np.full((5, 3, 6), 30.0),  # every sigmoid rounds to 1.0
+    }[logits]
+    gates = np.asarray(top_k_gates(jnp.asarray(values, jnp.float32), 2))
+    np.testing.assert_array_equal(np.count_nonzero(gates, axis=-1), 2)
 
 
 def test_bad_top_k_is_refused():

@@ -69,3 +69,15 @@ def test_decoding_positions_past_the_model_are_refused_or_exact():
     model.init_cache(tiny.B, 6)
     steps = jnp.concatenate([model(tokens[:, t : t + 1], decode=True) for t in range(6)], 1)
     np.testing.assert_allclose(steps, model(tokens), atol=1e-4)
+
+
+def test_causal_models_refuse_routing_that_sees_later_tokens():
+    from attention_jax.models import config as model_config
+
+    for moe in (
+        {"num_experts": 4, "router": "expert_choice"},
+        {"num_experts": 4, "batch_prioritized": True},
+    ):
+        with pytest.raises(ValueError, match="causal model must not see"):
+            model_config.LanguageModelConfig(moe=moe)
+    model_config.ClassifierConfig(moe={"num_experts": 4, "router": "expert_choice"})
