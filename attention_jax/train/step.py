@@ -54,7 +54,8 @@ def make_train_step(
     """train_step(state, batch) -> (state, metrics); state holds step, params, rest, opt_state.
 
     `moe_weights` (load balancing, z-loss) weigh the MoE layers' auxiliary losses, averaged
-    over layers, into the training loss.
+    over layers, into the loss that is differentiated; `train/loss` reports the task loss alone
+    and `train/moe_aux_loss` the weighted auxiliary term.
     """
 
     def loss_sum_fn(params, rest, batch):
@@ -63,13 +64,14 @@ def make_train_step(
         model = nnx.merge(graphdef, params, rest, copy=True)
         loss, accuracy, count = model_outputs(model, batch, kind, deterministic=False)
         routing = moe_statistics(model)
+        total = loss
         if routing:
-            aux = (
+            routing["aux_loss"] = (
                 moe_weights[0] * routing["load_balancing_loss"] + moe_weights[1] * routing["z_loss"]
             )
-            loss = loss + aux
+            total = loss + routing["aux_loss"]
         _, _, rest = nnx.split(model, nnx.Param, ...)
-        return loss * count, (accuracy * count, count, rest, routing)
+        return total * count, (loss * count, accuracy * count, count, rest, routing)
 
     grad_fn = jax.value_and_grad(loss_sum_fn, has_aux=True)
 
@@ -78,7 +80,7 @@ def make_train_step(
 
         def accumulate(carry, micro):
             grads_sum, loss_sum, correct, count, rest = carry
-            (loss, (right, scored, rest, routing)), grads = grad_fn(params, rest, micro)
+            (_, (loss, right, scored, rest, routing)), grads = grad_fn(params, rest, micro)
             grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
             return (grads_sum, loss_sum + loss, correct + right, count + scored, rest), routing
 

@@ -216,6 +216,7 @@ def test_moe_model_trains_and_logs_its_routing(tmp_path, data_dir):
         "train/moe_load_balancing_loss",
         "train/moe_z_loss",
         "train/moe_dropped_fraction",
+        "train/moe_aux_loss",
     } <= set(logged)
     config.model.moe = {"num_experts": 4, "top_kk": 2}
     with pytest.raises(ValueError, match="unknown"):
