@@ -98,11 +98,8 @@ class MoEFeedForward(nnx.Module):
         self.router, self.dispatch, self.activation = router, dispatch, activation
         self.group_size = group_size
         self.mesh, self.expert_axis = mesh, expert_axis
-        self.router_jitter, self.batch_prioritized, self.dtype = (
-            router_jitter,
-            batch_prioritized,
-            dtype,
-        )
+        self.router_jitter, self.batch_prioritized = router_jitter, batch_prioritized
+        self.dtype = dtype
         init = nnx.initializers.lecun_normal()
         keys = jax.random.split(rngs.params(), 4)
         self.router_kernel = nnx.Param(init(keys[0], (d_model, num_experts), param_dtype))
@@ -169,21 +166,19 @@ class MoEFeedForward(nnx.Module):
 
     def experts(self, x_ECD: jax.Array, params: dict | None = None) -> jax.Array:
         """Every expert on its own tokens: [E, C, D] -> [E, C, D] (params: a shard of them)."""
-        params = self.expert_params() if params is None else params
-        dtype = self.dtype or x_ECD.dtype
-        x_ECD = x_ECD.astype(dtype)
-        h_ECF = jnp.einsum("ecd,edf->ecf", x_ECD, params["up"].astype(dtype))
-        if "gate" in params:
-            gate = jnp.einsum("ecd,edf->ecf", x_ECD, params["gate"].astype(dtype))
-            h_ECF = ACTIVATIONS[self.activation](gate) * h_ECF
-        else:
-            h_ECF = ACTIVATIONS[self.activation](h_ECF)
-        return jnp.einsum("ecf,efd->ecd", h_ECF, params["down"].astype(dtype))
+        return self._expert_ffn(x_ECD, params, lambda x, w: jnp.einsum("eci,eio->eco", x, w))
 
-    def _activate(self, h, x, gate_of):
-        if self.gate is None:
-            return ACTIVATIONS[self.activation](h)
-        return ACTIVATIONS[self.activation](gate_of(x)) * h
+    def _expert_ffn(self, x, params, matmul):
+        """up, activation (gated for SwiGLU), down, with `matmul(x, w)` per expert."""
+        params = self.expert_params() if params is None else params
+        dtype = self.dtype or x.dtype
+        x = x.astype(dtype)
+        h = matmul(x, params["up"].astype(dtype))
+        if "gate" in params:
+            h = ACTIVATIONS[self.activation](matmul(x, params["gate"].astype(dtype))) * h
+        else:
+            h = ACTIVATIONS[self.activation](h)
+        return matmul(h, params["down"].astype(dtype))
 
     def __call__(self, x: jax.Array, *, deterministic: bool | None = None) -> jax.Array:
         """[B, S, D] -> [B, S, D]; dropped tokens give 0 (the residual carries them).
@@ -253,12 +248,8 @@ class MoEFeedForward(nnx.Module):
         token_P = jnp.repeat(jnp.arange(num_tokens), k)
         order = jnp.argsort(expert_P, stable=True)
         group_sizes = jnp.bincount(expert_P, length=self.num_experts).astype(jnp.int32)
-        dtype = self.dtype or x_TD.dtype
-        xs = x_TD[token_P[order]].astype(dtype)
-        h = jax.lax.ragged_dot(xs, self.up[...].astype(dtype), group_sizes)
-        h = self._activate(
-            h, xs, lambda x: jax.lax.ragged_dot(x, self.gate[...].astype(dtype), group_sizes)
+        ys = self._expert_ffn(
+            x_TD[token_P[order]], None, lambda x, w: jax.lax.ragged_dot(x, w, group_sizes)
         )
-        ys = jax.lax.ragged_dot(h, self.down[...].astype(dtype), group_sizes)
-        ys = ys * r.weight.reshape(-1)[order][:, None].astype(dtype)
+        ys = ys * r.weight.reshape(-1)[order][:, None].astype(ys.dtype)
         return jnp.zeros_like(x_TD).at[token_P[order]].add(ys.astype(x_TD.dtype))

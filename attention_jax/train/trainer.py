@@ -253,10 +253,13 @@ def train_and_evaluate(
             if done % config.eval_every == 0 and done < config.num_steps:
                 writer.write(done, evaluate_split(eval_splits[0]))
                 timer = time.perf_counter()  # evaluation is not training time
-            # Hosts get SIGTERM at different moments; all must stop at the same step.
-            stop = hosts.any_host(preemption.requested) or (
-                stop_after_steps is not None and done - start >= stop_after_steps
-            )
+            # Hosts get SIGTERM at different moments; all must stop at the same step. Agreeing
+            # is a collective that waits for the device, so several hosts agree only on log
+            # steps (which wait for the metrics anyway); one host checks every step.
+            preempted = preemption.requested
+            if jax.process_count() > 1:
+                preempted = done % config.log_every == 0 and hosts.any_host(preempted)
+            stop = preempted or (stop_after_steps is not None and done - start >= stop_after_steps)
             if stop or done % config.checkpoint.every_steps == 0:
                 checkpointer.save(done, state, train_iter)
                 timer = time.perf_counter()
