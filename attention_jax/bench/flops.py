@@ -16,12 +16,12 @@ from jax.extend import core
 
 _ELEMENTWISE = frozenset(
     "add add_any sub mul div rem neg max min exp exp2 expm1 log log1p tanh logistic sqrt rsqrt "
-    "cbrt pow integer_pow abs sign select_n square erf erf_inv cos sin tan atan2 floor ceil round "
-    "clamp is_finite eq ne lt le gt ge and or not xor nextafter".split()
+    "erfc cbrt pow integer_pow abs sign select_n square erf erf_inv cos sin tan atan2 floor ceil "
+    "round clamp is_finite eq ne lt le gt ge and or not xor nextafter".split()
 )
 _REDUCTIONS = frozenset(
     "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax argmin "
-    "cumsum cumprod cummax cummin cumlogsumexp".split()
+    "cumsum cumprod cummax cummin cumlogsumexp top_k".split()
 )
 # Data movement, type changes and randomness: no arithmetic to count.
 _FREE = frozenset(

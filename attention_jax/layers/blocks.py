@@ -15,6 +15,7 @@ from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
 from attention_jax.layers.feedforward import FeedForward
 from attention_jax.layers.moe import MoEFeedForward
+from attention_jax.layers.moe_attention import MoEAttention
 
 NORMS = {"layernorm": nnx.LayerNorm, "rmsnorm": nnx.RMSNorm}
 CROSS_ATTENTION = (None, "multihead", "additive")
@@ -27,10 +28,22 @@ def make_norm(norm: str, d_model: int, *, dtype=None, param_dtype=jnp.float32, r
     return NORMS[norm](d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def _attention(d_model, num_heads, **options):
+def _attention(d_model, num_heads, moe_attention=None, **options):
     # Options left at None take the layer's defaults (max_len) or are off (soft cap, LoRA).
     given = {name: value for name, value in options.items() if value is not None}
-    return MultiHeadAttention(d_model, num_heads, **given)
+    if not moe_attention:
+        return MultiHeadAttention(d_model, num_heads, **given)
+    # The model config refused the options routed attention lacks (LoRA, qk_norm, GQA, ...).
+    routed = {k: given[k] for k in ("kind", "kind_params", "head_dim", "positions") if k in given}
+    return MoEAttention(
+        d_model,
+        num_heads,
+        **moe_attention,
+        **routed,
+        dtype=options.get("dtype"),
+        param_dtype=options["param_dtype"],
+        rngs=options["rngs"],
+    )
 
 
 class EncoderBlock(nnx.Module):
@@ -50,6 +63,8 @@ class EncoderBlock(nnx.Module):
       lora_rank: LoRA updates of this rank on every projection; None for none.
       moe: MoEFeedForward options (num_experts, top_k, ...) to replace the feed-forward
         network with a mixture of experts; None for a dense one.
+      moe_attention: MoEAttention options (num_experts, top_k) to route the self-attention's
+        value and output projections (SwitchHead); None for multi-head attention.
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter (and dropout) randomness.
     """
@@ -73,6 +88,7 @@ class EncoderBlock(nnx.Module):
         dropout_rate: float = 0.0,
         lora_rank: int | None = None,
         moe: dict | None = None,
+        moe_attention: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -91,6 +107,7 @@ class EncoderBlock(nnx.Module):
             qk_norm=qk_norm,
             logits_soft_cap=logits_soft_cap,
             lora_rank=lora_rank,
+            moe_attention=moe_attention,
             **typed,
         )
         self.ffn_norm = make_norm(norm, d_model, **typed)
@@ -161,6 +178,7 @@ class DecoderBlock(EncoderBlock):
         dropout_rate: float = 0.0,
         lora_rank: int | None = None,
         moe: dict | None = None,
+        moe_attention: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -185,6 +203,7 @@ class DecoderBlock(EncoderBlock):
             norm=norm,
             dropout_rate=dropout_rate,
             moe=moe,
+            moe_attention=moe_attention,
             **heads,
             **shared,
             **typed,

@@ -9,7 +9,8 @@ so routed heads compose with sparse and kernelized attention alike.
 
 This layer evaluates all E expert projections and keeps the top k (simple and exact; the
 projection cost grows with E, the attention cost does not). With E = k = 1 it is multi-head
-attention with sigmoid-gated value and output projections.
+attention with sigmoid-gated value and output projections. Models use it in place of
+`MultiHeadAttention` through their config's `moe_attention` field.
 """
 
 import jax
@@ -17,6 +18,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_jax import ops
+from attention_jax.layers import positional
+
+# Kinds whose op takes learned or random arrays owned by `MultiHeadAttention` (Linformer's
+# projections, Performer's features); routing them would need that state per expert.
+_STATEFUL_KINDS = ("linformer", "performer")
+_NO_CACHE = (
+    "MoEAttention keeps no decoding cache; decode with a model whose attention is not routed "
+    "(moe_attention={}), or run the full sequence each step."
+)
 
 
 def top_k_gates(logits: jax.Array, k: int) -> jax.Array:
@@ -37,6 +47,8 @@ class MoEAttention(nnx.Module):
       top_k: experts each token uses per head.
       head_dim: H (default D / N).
       kind, kind_params: the attention kind from `ops.names()` and its parameters.
+      positions: None or 'rope' (rotates queries and keys).
+      dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter randomness.
     """
 
@@ -50,6 +62,8 @@ class MoEAttention(nnx.Module):
         head_dim: int | None = None,
         kind: str = "dense",
         kind_params: dict | None = None,
+        positions: str | None = None,
+        dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -57,6 +71,16 @@ class MoEAttention(nnx.Module):
             raise ValueError(
                 f"MoEAttention: need 1 <= top_k <= num_experts; got {top_k}, {num_experts}."
             )
+        if kind in _STATEFUL_KINDS:
+            raise ValueError(
+                f"MoEAttention: kind {kind!r} needs per-layer projections that only "
+                f"MultiHeadAttention owns; route a kind from "
+                f"{sorted(set(ops.names()) - set(_STATEFUL_KINDS))}."
+            )
+        if positions not in (None, "rope"):
+            raise ValueError(f"MoEAttention: positions must be None or 'rope'; got {positions!r}.")
+        self.positions = positions
+        self.dtype = dtype
         head_dim = head_dim or in_features // num_heads
         self.attention_fn = ops.get(kind)
         self.kind_params = dict(kind_params or {})
@@ -66,8 +90,8 @@ class MoEAttention(nnx.Module):
         keys = iter(jax.random.split(rngs.params(), 6))
         self.query = nnx.Param(init(next(keys), (D, N, H), param_dtype))
         self.key = nnx.Param(init(next(keys), (D, N, H), param_dtype))
-        self.value = nnx.Param(init(next(keys), (D, N, E, H), param_dtype))
-        self.out = nnx.Param(
+        self.value_experts = nnx.Param(init(next(keys), (D, N, E, H), param_dtype))
+        self.out_experts = nnx.Param(
             nnx.initializers.lecun_normal(in_axis=(0, 2), out_axis=3)(
                 next(keys), (N, E, H, D), param_dtype
             )
@@ -75,21 +99,61 @@ class MoEAttention(nnx.Module):
         self.value_router = nnx.Param(init(next(keys), (D, N, E), param_dtype))
         self.out_router = nnx.Param(init(next(keys), (D, N, E), param_dtype))
 
-    def __call__(self, x: jax.Array, context: jax.Array | None = None, **attention_kwargs):
-        """[B, T, D] -> [B, T, D]; attention_kwargs (mask, is_causal, lengths) go to the op."""
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
+        """Refused: routed attention keeps no decoding cache."""
+        raise ValueError(_NO_CACHE)
+
+    def _weight(self, name: str) -> jax.Array:
+        w = getattr(self, name)[...]
+        return w if self.dtype is None else w.astype(self.dtype)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        *,
+        query_positions: jax.Array | None = None,
+        key_positions: jax.Array | None = None,
+        deterministic: bool | None = None,
+        decode: bool = False,
+        **attention_kwargs,
+    ):
+        """[B, T, D] -> [B, T, D], called like `MultiHeadAttention`.
+
+        Args:
+          query_positions, key_positions: int [B, T] / [B, S] for RoPE; default 0..T-1, 0..S-1.
+          deterministic: accepted for the blocks' calling convention; the layer has no dropout.
+          decode: must be False: routed attention keeps no decoding cache.
+          attention_kwargs: mask, is_causal and sequence lengths, as in the op contract.
+        """
+        del deterministic
+        if decode:
+            raise ValueError(_NO_CACHE)
         source = x if context is None else context
-        q_BTNH = jnp.einsum("btd,dnh->btnh", x, self.query[...])
-        k_BSNH = jnp.einsum("bsd,dnh->bsnh", source, self.key[...])
+        q_BTNH = jnp.einsum("btd,dnh->btnh", x, self._weight("query"))
+        k_BSNH = jnp.einsum("bsd,dnh->bsnh", source, self._weight("key"))
+        if self.positions == "rope":
+            T, S = q_BTNH.shape[1], k_BSNH.shape[1]
+            q_pos = jnp.arange(T) if query_positions is None else query_positions
+            k_pos = jnp.arange(S) if key_positions is None else key_positions
+            q_BTNH = positional.apply_rope(q_BTNH, q_pos)
+            k_BSNH = positional.apply_rope(k_BSNH, k_pos)
         value_gates_BSNE = top_k_gates(
-            jnp.einsum("bsd,dne->bsne", source, self.value_router[...]), self.top_k
+            jnp.einsum("bsd,dne->bsne", source, self._weight("value_router")), self.top_k
         )
         v_BSNH = jnp.einsum(
-            "bsd,dneh,bsne->bsnh", source, self.value[...], value_gates_BSNE.astype(source.dtype)
+            "bsd,dneh,bsne->bsnh",
+            source,
+            self._weight("value_experts"),
+            value_gates_BSNE.astype(source.dtype),
         )
         o_BTNH = self.attention_fn(q_BTNH, k_BSNH, v_BSNH, **self.kind_params, **attention_kwargs)
         out_gates_BTNE = top_k_gates(
-            jnp.einsum("btd,dne->btne", x, self.out_router[...]), self.top_k
+            jnp.einsum("btd,dne->btne", x, self._weight("out_router")), self.top_k
         )
         return jnp.einsum(
-            "btnh,nehd,btne->btd", o_BTNH, self.out[...], out_gates_BTNE.astype(x.dtype)
+            "btnh,nehd,btne->btd",
+            o_BTNH,
+            self._weight("out_experts"),
+            out_gates_BTNE.astype(x.dtype),
         )

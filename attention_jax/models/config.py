@@ -79,6 +79,34 @@ def _check_moe(cls_name: str, moe: Mapping) -> None:
         raise ValueError(f"{cls_name}: moe.every_n_layers must be >= 1; got {moe}.")
 
 
+def _check_moe_attention(config: TransformerConfig, kinds: tuple[str, ...]) -> None:
+    routed = config.moe_attention
+    if not routed:
+        return
+    cls = type(config).__name__
+    unknown = sorted(set(routed) - {"num_experts", "top_k"})
+    if unknown or "num_experts" not in routed:
+        raise ValueError(
+            f"{cls}: moe_attention needs num_experts and takes top_k; got {dict(routed)}."
+        )
+    if not 1 <= routed.get("top_k", 2) <= routed["num_experts"]:
+        raise ValueError(f"{cls}: moe_attention needs 1 <= top_k <= num_experts; got {routed}.")
+    unsupported = {
+        "num_kv_heads": config.num_kv_heads not in (None, config.num_heads),
+        "qk_norm": config.qk_norm,
+        "logits_soft_cap": config.logits_soft_cap is not None,
+        "lora_rank": config.lora_rank is not None,
+        "positions='alibi'": config.positions == "alibi",
+        "attention 'linformer' or 'performer'": bool({"linformer", "performer"} & set(kinds)),
+    }
+    chosen = [name for name, used in unsupported.items() if used]
+    if chosen:
+        raise ValueError(
+            f"{cls}: routed attention (moe_attention) does not support {chosen}; drop them or "
+            f"set moe_attention={{}}."
+        )
+
+
 def _one_of(cls_name: str, field: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{cls_name}: {field} must be one of {tuple(valid)}; got {value!r}.")
@@ -110,9 +138,13 @@ class TransformerConfig:
     # (top_k, capacity_factor, router, dispatch, router_jitter, batch_prioritized) and the
     # training-loss weights load_balancing_weight and z_loss_weight.
     moe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # SwitchHead routed attention (`layers.MoEAttention`) for every self-attention layer; empty
+    # for multi-head attention. Keys: num_experts (value and output experts per head, required)
+    # and top_k (experts each token uses, default 2).
+    moe_attention: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for field in ("attention", "kind_params", "moe"):
+        for field in ("attention", "kind_params", "moe", "moe_attention"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
         cls = type(self).__name__
         for field in ("d_model", "num_heads", "mlp_dim"):
@@ -133,6 +165,7 @@ class TransformerConfig:
         for kind in kinds:
             ops.get(kind)  # ValueError listing the registered kinds
         _check_moe(cls, self.moe)
+        _check_moe_attention(self, kinds)
         _one_of(cls, "activation", self.activation, sorted(ACTIVATIONS))
         _one_of(cls, "norm", self.norm, sorted(NORMS))
         _one_of(cls, "positions", self.positions, POSITIONS)

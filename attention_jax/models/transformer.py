@@ -39,6 +39,7 @@ def block_options(config: TransformerConfig, kind: str, max_len: int, layer: int
         dropout_rate=config.dropout_rate,
         lora_rank=config.lora_rank,
         moe=config.moe_options(layer),
+        moe_attention=dict(config.moe_attention) or None,
         dtype=config.compute_dtype,
         param_dtype=config.params_dtype,
     )

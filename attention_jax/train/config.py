@@ -37,6 +37,8 @@ class TrainConfig:
     num_steps: int = 1000
     eval_every: int = 500
     eval_batches: int | None = None  # None: the whole validation split
+    # Batches of the final validation and test evaluation; None: the whole splits.
+    final_eval_batches: int | None = None
     log_every: int = 50
     seed: int = 0
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
@@ -50,8 +52,9 @@ class TrainConfig:
             checkpoint_every_steps=self.checkpoint.every_steps,
             checkpoint_keep=self.checkpoint.keep,
         )
-        if self.eval_batches is not None:
-            positive["eval_batches"] = self.eval_batches
+        for field in ("eval_batches", "final_eval_batches"):
+            if getattr(self, field) is not None:
+                positive[field] = getattr(self, field)
         bad = {k: v for k, v in positive.items() if v < 1}
         if bad:
             raise ValueError(f"config: these must be >= 1: {bad}.")

@@ -84,6 +84,12 @@ def logical_axes(path, ndim: int) -> tuple[str | None, ...]:
         return {3: ("embed", "heads", None), 2: ("heads", None)}.get(ndim, (None,) * ndim)
     if module == "out" and leaf == "kernel" and ndim == 3:
         return ("heads", None, "embed")
+    if leaf in ("query", "key", "value_router", "out_router") and ndim == 3:  # MoEAttention
+        return ("embed", "heads", None)
+    if leaf == "value_experts":  # MoEAttention's [D, N, E, H]
+        return ("embed", "heads", None, None)
+    if leaf == "out_experts":  # MoEAttention's [N, E, H, D]
+        return ("heads", None, None, "embed")
     if leaf in ("up", "gate") and ndim == 3:  # MoE experts [E, D, F]
         return ("expert", "embed", "mlp")
     if leaf == "down" and ndim == 3:  # [E, F, D]

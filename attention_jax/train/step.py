@@ -14,6 +14,17 @@ from attention_jax.layers import moe
 from attention_jax.train import losses
 
 
+def initial_state(model, tx) -> dict:
+    """The training state of a freshly built model: step 0, params, rest and optimizer state."""
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+    }
+
+
 def model_outputs(model, batch, kind: str, *, deterministic: bool):
     """(loss, accuracy, scored count) of a model on a batch of either task kind."""
     if kind == "classification":

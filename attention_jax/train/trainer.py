@@ -14,7 +14,6 @@ import time
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx
@@ -173,14 +172,7 @@ def train_and_evaluate(
         return _with_expert_mesh(models.build(model_config, rngs=nnx.Rngs(config.seed)), mesh)
 
     def init():
-        model = build()
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "rest": rest,
-            "opt_state": tx.init(params),
-        }
+        return step.initial_state(build(), tx)
 
     abstract = jax.eval_shape(init)
     state_shardings = sharding.state_shardings(abstract, mesh)
@@ -274,7 +266,7 @@ def train_and_evaluate(
         if checkpointer.manager.latest_step() != config.num_steps:
             checkpointer.save(config.num_steps, state, train_iter)
         for split in eval_splits:
-            results |= evaluate_split(split, None)
+            results |= evaluate_split(split, config.final_eval_batches)
         results["train/steps"] = config.num_steps
         writer.write(config.num_steps, results)
         if jax.process_index() == 0:

@@ -72,6 +72,8 @@ def base_config(task: str, model: str, *, kind: str) -> ml_collections.ConfigDic
     config.num_steps = 1000
     config.eval_every = 500
     config.eval_batches = ml_collections.config_dict.placeholder(int)
+    # The final validation and test evaluation; None: the whole splits.
+    config.final_eval_batches = ml_collections.config_dict.placeholder(int)
     config.log_every = 50
     config.seed = 0
     config.distributed = False

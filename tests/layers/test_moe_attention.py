@@ -20,17 +20,19 @@ def _top_k_mask(gates, k):
     return gates * keep
 
 
-def switchhead_np(layer, x, *, k, causal, window=None):
-    """The SwitchHead formula written out in float64."""
+def switchhead_np(layer, x, *, k, causal, window=None, rotated=None):
+    """The SwitchHead formula written out in float64; `rotated` gives q and k after RoPE."""
     p = {
         name: np.asarray(getattr(layer, name)[...], np.float64)
-        for name in ("query", "key", "value", "out", "value_router", "out_router")
+        for name in ("query", "key", "value_experts", "out_experts", "value_router", "out_router")
     }
     x = np.asarray(x, np.float64)
     q = np.einsum("btd,dnh->btnh", x, p["query"])
     kk = np.einsum("btd,dnh->btnh", x, p["key"])
+    if rotated is not None:
+        q, kk = rotated
     v_gates = _top_k_mask(_sigmoid(np.einsum("btd,dne->btne", x, p["value_router"])), k)
-    v = np.einsum("btd,dneh,btne->btnh", x, p["value"], v_gates)
+    v = np.einsum("btd,dneh,btne->btnh", x, p["value_experts"], v_gates)
     scores = np.einsum("btnh,bsnh->bnts", q, kk) / np.sqrt(q.shape[-1])
     T = x.shape[1]
     allowed = np.ones((T, T), bool)
@@ -43,7 +45,7 @@ def switchhead_np(layer, x, *, k, causal, window=None):
     probs /= probs.sum(-1, keepdims=True)
     o = np.einsum("bnts,bsnh->btnh", probs, v)
     o_gates = _top_k_mask(_sigmoid(np.einsum("btd,dne->btne", x, p["out_router"])), k)
-    return np.einsum("btnh,nehd,btne->btd", o, p["out"], o_gates)
+    return np.einsum("btnh,nehd,btne->btd", o, p["out_experts"], o_gates)
 
 
 X = np.random.default_rng(0).standard_normal((2, 9, 16)).astype(np.float32)

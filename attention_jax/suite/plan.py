@@ -1,0 +1,186 @@
+"""What a comparison suite trains: tasks x kinds x learning rates x seeds, checked up front.
+
+A suite config (see experiments/configs/compare.py) names tasks, each a full training config
+plus the metric it is judged by, and kinds, each an attention setting applied to every task's
+model. Everything else (model size, steps, optimizer, data) comes from the task, so every kind
+on a task is trained the same way: a comparison is fair by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+from attention_jax import ops
+from attention_jax.models import config as model_config_lib
+from attention_jax.models.build import MODELS
+from attention_jax.train import config as config_lib
+
+# Accuracy is higher-better; loss (nats per token) is lower-better.
+METRICS = ("accuracy", "loss")
+# Cost ~ n^p of a kind's attention in sequence length n, from its algorithm: what the measured
+# exponent is set beside. Strided attends to about sqrt(n) keys per query.
+THEORY_EXPONENTS = {
+    "dense": 2.0,
+    "flash": 2.0,
+    "local": 1.0,
+    "longformer": 1.0,
+    "strided": 1.5,
+    "bigbird": 1.0,
+    "block_sparse": 1.0,
+    "linear": 1.0,
+    "performer": 1.0,
+    "based": 1.0,
+    "cosformer": 1.0,
+    "linformer": 1.0,
+}
+# Kinds that mix positions along the sequence and so cannot be causal.
+NON_CAUSAL_KINDS = ("linformer",)
+
+
+@dataclasses.dataclass(frozen=True)
+class KindSpec:
+    """One attention setting: a registered op, its parameters and optional SwitchHead routing."""
+
+    label: str
+    attention: str
+    kind_params: dict[str, Any]
+    moe_attention: dict[str, Any]
+
+    @property
+    def theory_exponent(self) -> float:
+        """Routing changes the projections, not the attention: the op's exponent holds."""
+        return THEORY_EXPONENTS[self.attention]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task: its whole training config and the test metric that ranks kinds on it."""
+
+    label: str
+    train: ml_collections.ConfigDict
+    metric: str
+
+    @property
+    def causal(self) -> bool:
+        return self.train.model.name == "lm"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric == "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """The checked suite: tasks, kinds, the learning-rate sweep, seeds and cost settings."""
+
+    tasks: tuple[TaskSpec, ...]
+    kinds: tuple[KindSpec, ...]
+    learning_rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+    cost: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> Suite:
+        """Checks names, metrics and every run's training config before anything is trained."""
+        # ConfigDict keeps keys sorted; tables read better with kinds in THEORY_EXPONENTS order.
+        kinds = sorted(
+            (_kind_spec(label, spec) for label, spec in config.kinds.items()),
+            key=lambda k: (list(THEORY_EXPONENTS).index(k.attention), bool(k.moe_attention)),
+        )
+        kinds = tuple(kinds)
+        data_dir = config.get("data_dir")
+        tasks = tuple(
+            TaskSpec(label, _with_data_dir(spec.train, data_dir), spec.metric)
+            for label, spec in config.tasks.items()
+        )
+        for task in tasks:
+            if task.metric not in METRICS:
+                raise ValueError(f"task {task.label}: metric must be one of {METRICS}.")
+        if not kinds or not tasks:
+            raise ValueError("a suite needs at least one kind and one task.")
+        learning_rates = tuple(float(lr) for lr in config.learning_rates)
+        seeds = tuple(int(s) for s in config.seeds)
+        if not learning_rates or not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(
+                f"a suite needs learning rates and distinct seeds; got {learning_rates}, {seeds}."
+            )
+        suite = cls(tasks, kinds, learning_rates, seeds, config.cost.to_dict())
+        for task, kind in suite.pairs():
+            # A bad option fails here, in seconds, not after hours of other runs. The model is
+            # checked at its config's defaults for what the task fills in (vocabulary, length).
+            train = config_lib.from_config_dict(run_config(task, kind, learning_rates[0], seeds[0]))
+            model_config_lib.from_config_dict(MODELS[train.model["name"]][0], train.model)
+        return suite
+
+    def pairs(self):
+        """(task, kind) for every pair that can run; see `skip_reason` for the others."""
+        for task in self.tasks:
+            for kind in self.kinds:
+                if skip_reason(task, kind) is None:
+                    yield task, kind
+
+
+def _kind_spec(label: str, spec: Mapping) -> KindSpec:
+    spec = dict(spec)
+    unknown = sorted(set(spec) - {"attention", "kind_params", "moe_attention"})
+    if unknown:
+        raise ValueError(
+            f"kind {label}: unknown keys {unknown}; give attention, kind_params, moe_attention."
+        )
+    attention = spec.get("attention", label)
+    ops.get(attention)  # ValueError naming the registered kinds
+    if attention not in THEORY_EXPONENTS:
+        raise ValueError(f"kind {label}: no theoretical exponent is known for {attention!r}.")
+    return KindSpec(
+        label,
+        attention,
+        _plain(spec.get("kind_params", {})),
+        _plain(spec.get("moe_attention", {})),
+    )
+
+
+def _with_data_dir(train, data_dir: str | None) -> ml_collections.ConfigDict:
+    """The task's config with the suite's data_dir, when the suite sets one."""
+    train = ml_collections.ConfigDict(train.to_dict())
+    if data_dir:
+        train.data_dir = data_dir
+    return train
+
+
+def _plain(value) -> dict:
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+def skip_reason(task: TaskSpec, kind: KindSpec) -> str | None:
+    """Why `kind` cannot run on `task` (a causal task and a non-causal kind), or None."""
+    if task.causal and kind.attention in NON_CAUSAL_KINDS:
+        return f"{kind.attention} is not causal"
+    return None
+
+
+def run_config(
+    task: TaskSpec, kind: KindSpec, learning_rate: float, seed: int
+) -> ml_collections.ConfigDict:
+    """The task's training config with the kind's attention, this learning rate and seed.
+
+    The data seed (`task_params.seed`) is the task's, so every run sees the same examples.
+    """
+    config = ml_collections.ConfigDict(task.train.to_dict())
+    config.model.attention = kind.attention
+    config.model.kind_params = kind.kind_params
+    config.model.moe_attention = kind.moe_attention
+    config.optimizer.learning_rate = learning_rate
+    config.seed = seed
+    return config
+
+
+def run_dir(workdir: str, task: TaskSpec, kind: KindSpec, learning_rate: float, seed: int) -> str:
+    """runs/<task>/<kind>/lr<lr>/seed<seed> under the suite's workdir."""
+    return os.path.join(
+        workdir, "runs", task.label, kind.label, f"lr{learning_rate:g}", f"seed{seed}"
+    )

@@ -1,0 +1,145 @@
+"""run_suite(config, workdir): train every kind on every task, measure cost, write the report.
+
+Each run lives in runs/<task>/<kind>/lr<lr>/seed<seed>. A run with results.json is finished
+and is read, not retrained; any other run resumes from its newest checkpoint. Costs are cached
+as JSON under cost/. So re-running the same command after an interruption continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import jax
+from tqdm.auto import tqdm
+
+from attention_jax.suite import cost, plan, report
+from attention_jax.train import trainer
+
+
+def _train(config, run_dir: str, devices) -> dict[str, float]:
+    finished = os.path.join(run_dir, "results.json")
+    if os.path.exists(finished):
+        with open(finished) as f:
+            return json.load(f)
+    return trainer.train_and_evaluate(config, run_dir, devices=devices)
+
+
+def _cached(path: str, compute, *args, **kwargs):
+    """The JSON at `path`, or `compute(*args, **kwargs)` written there (atomically)."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = compute(*args, **kwargs)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return value
+
+
+def _score(results: dict, task: plan.TaskSpec, split: str) -> float:
+    """The task metric on a split; NaN (a diverged run) ranks last."""
+    value = results.get(f"{split}/{task.metric}", math.nan)
+    return value if math.isfinite(value) else math.nan
+
+
+def _best_learning_rate(sweep: dict[float, float], task: plan.TaskSpec) -> float:
+    """The swept rate with the best validation score (ties: the smaller rate)."""
+    sign = -1.0 if task.higher_is_better else 1.0
+    ranked = sorted(sweep, key=lambda lr: (math.isnan(sweep[lr]), sign * sweep[lr], lr))
+    return ranked[0]
+
+
+def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
+    """Runs the suite `config` in `workdir`; returns the rows of results.csv.
+
+    Writes results.csv (one row per task, kind and seed at the chosen learning rate),
+    sweep.csv (every run), results.md, quality_vs_cost.png and cost_vs_length.png.
+
+    Args:
+      config: a suite ConfigDict (experiments/configs/compare.py).
+      workdir: where runs, cached costs, tables and plots go; rerunning continues.
+      devices: the devices each training run shards over (default: all).
+    """
+    suite = plan.Suite.from_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    sweep_rows, final = [], {}
+    pairs = list(suite.pairs())
+    for task, kind in tqdm(pairs, desc="suite", unit="pair"):
+        validation = {}
+        for lr in suite.learning_rates:
+            seed = suite.seeds[0]
+            run_dir = plan.run_dir(workdir, task, kind, lr, seed)
+            results = _train(plan.run_config(task, kind, lr, seed), run_dir, devices)
+            validation[lr] = _score(results, task, "validation")
+            sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
+        best = _best_learning_rate(validation, task)
+        for seed in suite.seeds:
+            run_dir = plan.run_dir(workdir, task, kind, best, seed)
+            results = _train(plan.run_config(task, kind, best, seed), run_dir, devices)
+            if seed != suite.seeds[0]:
+                sweep_rows.append(_sweep_row(task, kind, best, seed, results))
+            final[task.label, kind.label, seed] = (best, results)
+        logging.info("%s / %s: best learning rate %g", task.label, kind.label, best)
+
+    costs = {}
+    for task, kind in tqdm(pairs, desc="cost at task size", unit="pair"):
+        best = final[task.label, kind.label, suite.seeds[0]][0]
+        costs[task.label, kind.label] = _cached(
+            os.path.join(workdir, "cost", "task", task.label, f"{kind.label}.json"),
+            cost.task_cost,
+            plan.run_config(task, kind, best, suite.seeds[0]),
+            repeats=suite.cost["repeats"],
+        )
+    sweeps = {}
+    for kind in tqdm(suite.kinds, desc="cost over n", unit="kind"):
+        sweeps[kind.label] = _cached(
+            os.path.join(workdir, "cost", "length", f"{kind.label}.json"),
+            cost.length_sweep,
+            kind,
+            suite.cost["seq_lens"],
+            d_model=suite.cost["d_model"],
+            num_heads=suite.cost["num_heads"],
+            repeats=suite.cost["repeats"],
+        )
+    rows = [
+        _result_row(suite, task, kind, seed, *final[task.label, kind.label, seed], costs, sweeps)
+        for task, kind in pairs
+        for seed in suite.seeds
+    ]
+    device = jax.devices()[0].device_kind
+    report.write_all(workdir, suite, rows, sweep_rows, sweeps, device=device)
+    return rows
+
+
+def _sweep_row(task, kind, lr, seed, results) -> dict:
+    return {
+        "task": task.label,
+        "kind": kind.label,
+        "learning_rate": lr,
+        "seed": seed,
+        "metric": task.metric,
+        "validation": _score(results, task, "validation"),
+        "test": _score(results, task, "test"),
+    }
+
+
+def _result_row(suite, task, kind, seed, lr, results, costs, sweeps) -> dict:
+    dense_params = costs.get((task.label, "dense"), {}).get("params")
+    measured = costs[task.label, kind.label]
+    return {
+        "task": task.label,
+        "kind": kind.label,
+        "seed": seed,
+        "learning_rate": lr,
+        "metric": task.metric,
+        "value": _score(results, task, "test"),
+        "validation": _score(results, task, "validation"),
+        **measured,
+        "params_vs_dense": measured["params"] / dense_params if dense_params else math.nan,
+        **cost.exponents(sweeps[kind.label]),
+        "theory_exponent": kind.theory_exponent,
+    }

@@ -1,0 +1,28 @@
+"""Compare attention kinds on quality against cost: python -m experiments.compare
+--config=experiments/configs/compare.py:<suite> --workdir=DIR. Rerunning continues a suite.
+
+Short on purpose: the work is `attention_jax.suite.run_suite`, importable in Colab.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from attention_jax import suite
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/compare.py:quick")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Runs, costs, tables and plots go here.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    del argv
+    if flags.FLAGS["verbosity"].using_default_value:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write
+    suite.run_suite(_CONFIG.value, _WORKDIR.value)
+    with open(f"{_WORKDIR.value}/results.md") as f:
+        print(f.read())
+    print(f"Wrote results.csv, sweep.csv, results.md and two plots to {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

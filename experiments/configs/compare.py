@@ -1,0 +1,171 @@
+"""Suites comparing attention kinds on quality against cost.
+
+  python -m experiments.compare --config=experiments/configs/compare.py:cpu --workdir=DIR
+
+The argument after the colon names the suite:
+  tiny     2 kinds x MQAR-tiny x 1 seed, a 2-rate sweep: seconds, for tests.
+  quick    every kind on MQAR (128, 8) and ListOps-small, 1 seed, 1 rate: cpu's first runs.
+  cpu      every kind on MQAR (128, 8), MQAR (256, 16), ListOps-small and chars, 2 seeds:
+           about 30 minutes on 2 cores.
+  lra      ListOps 2K, Text 4K (byte IMDb) and Image 1K (grayscale CIFAR-10) at LRA's sizes,
+           3 seeds: an accelerator's job (Text and Image download their TFDS datasets first).
+  zoology  MQAR at Zoology's sizes (vocabulary 8192) over sequence lengths 64..512 and
+           d_model 64..512, as in its Figure 2: an accelerator's job.
+Other settings are flags: --config.seeds='(0,1,2)', --config.data_dir=/data/tfds.
+
+Every kind on a task gets the task's model size, steps, optimizer and data; only the attention
+differs. CPU sizes are short runs at d_model 64: on two cores, a suite of nine kinds cannot
+train to convergence, so the quality columns compare kinds at equal (small) budgets.
+"""
+
+import ml_collections
+
+from experiments.configs import image as image_config
+from experiments.configs import listops, lm_chars, mqar, text
+
+SUITES = ("tiny", "quick", "cpu", "lra", "zoology")
+
+# Every kind at a setting for sequences of 64..4K; its label names it in the tables.
+KINDS = {
+    "dense": {},
+    "flash": {"kind_params": {"block_q": 64, "block_kv": 64}},
+    "local": {"kind_params": {"local_window_size": (32, 32)}},
+    "bigbird": {
+        "kind_params": {
+            "block_size": 16,
+            "num_window_blocks": 3,
+            "num_global_blocks": 1,
+            "num_random_blocks": 2,
+        }
+    },
+    "linear": {"kind_params": {"feature_map": "elu"}},
+    "performer": {"kind_params": {"num_features": 64}},
+    "based": {},
+    "linformer": {"kind_params": {"projected_len": 32}},
+    # SwitchHead: dense attention with 4 value and output experts per head, 2 used per token.
+    "switchhead": {"attention": "dense", "moe_attention": {"num_experts": 4, "top_k": 2}},
+}
+# At LRA's lengths the blocks and windows grow with n.
+LONG_KIND_PARAMS = {
+    "flash": {"block_q": 512, "block_kv": 512},
+    "local": {"local_window_size": (128, 128)},
+    "bigbird": {
+        "block_size": 64,
+        "num_window_blocks": 3,
+        "num_global_blocks": 2,
+        "num_random_blocks": 3,
+    },
+    "performer": {"num_features": 256},
+    "linformer": {"projected_len": 256},
+}
+
+
+def _cpu_run(config, *, batch_size: int, num_steps: int) -> ml_collections.ConfigDict:
+    """A short CPU run: 2 layers at d_model 64, no checkpoints to speak of, a capped eval."""
+    config.model.update(d_model=64, num_heads=4, mlp_dim=256, num_layers=2)
+    config.batch_size = batch_size
+    config.num_steps = num_steps
+    config.eval_every = num_steps  # no evaluation during training: validation at the end
+    config.log_every = max(1, num_steps // 10)
+    config.final_eval_batches = 16
+    config.checkpoint.every_steps = num_steps
+    config.checkpoint.keep = 1
+    config.optimizer.warmup_steps = num_steps // 10
+    return config
+
+
+def _task(train, metric: str = "accuracy") -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({"train": train, "metric": metric})
+
+
+def _cpu_tasks(names) -> dict:
+    made = {
+        "mqar_128_8": lambda: _cpu_run(
+            mqar.get_config("seq_len=128,num_kv_pairs=8,d_model=64"), batch_size=16, num_steps=200
+        ),
+        "mqar_256_16": lambda: _cpu_run(
+            mqar.get_config("seq_len=256,num_kv_pairs=16,d_model=64"), batch_size=16, num_steps=80
+        ),
+        "listops_small": lambda: _cpu_run(listops.get_config(""), batch_size=16, num_steps=100),
+        "chars_128": lambda: _cpu_run(
+            lm_chars.get_config("seq_len=128"), batch_size=16, num_steps=120
+        ),
+    }
+    return {
+        name: _task(made[name](), "loss" if name.startswith("chars") else "accuracy")
+        for name in names
+    }
+
+
+def _tiny_tasks() -> dict:
+    return {"mqar_tiny": _task(mqar.get_config("size=tiny"))}
+
+
+def _lra_tasks() -> dict:
+    return {
+        "listops_2k": _task(listops.get_config("size=paper")),
+        "text_4k": _task(text.get_config("size=paper")),
+        "image_1k": _task(image_config.get_config("size=paper")),
+    }
+
+
+# Zoology Figure 2: (sequence length, key-value pairs), each at d_model 64..512.
+ZOOLOGY_SIZES = ((64, 4), (128, 8), (256, 16), (512, 64))
+
+
+def _zoology_tasks() -> dict:
+    tasks = {}
+    for seq_len, pairs in ZOOLOGY_SIZES:
+        for d_model in (64, 128, 256, 512):
+            arg = f"size=paper,seq_len={seq_len},num_kv_pairs={pairs},d_model={d_model}"
+            tasks[f"mqar_{seq_len}_{pairs}_d{d_model}"] = _task(mqar.get_config(arg))
+    return tasks
+
+
+def _kinds(names, long: bool = False) -> dict:
+    kinds = {}
+    for name in names:
+        spec = dict(KINDS[name])
+        if long and name in LONG_KIND_PARAMS:
+            spec["kind_params"] = LONG_KIND_PARAMS[name]
+        kinds[name] = spec
+    return kinds
+
+
+def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
+    suite = arg.strip()
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {SUITES}.")
+    config = ml_collections.ConfigDict()
+    config.data_dir = ml_collections.config_dict.placeholder(str)
+    config.cost = ml_collections.ConfigDict(
+        dict(seq_lens=(256, 512, 1024, 2048, 4096), d_model=64, num_heads=2, repeats=3)
+    )
+    if suite == "tiny":
+        config.tasks = _tiny_tasks()
+        config.kinds = _kinds(("dense", "linear"))
+        config.learning_rates = (3e-3, 1e-2)
+        config.seeds = (0,)
+        config.cost.update(seq_lens=(64, 128), repeats=1)
+    elif suite in ("quick", "cpu"):
+        quick = suite == "quick"
+        names = ("mqar_128_8", "listops_small")
+        names += () if quick else ("mqar_256_16", "chars_128")
+        config.tasks = _cpu_tasks(names)
+        config.kinds = _kinds(KINDS)
+        # quick runs cpu's runs at one rate (reused if cpu follows in the same workdir).
+        config.learning_rates = (3e-3,) if quick else (3e-3, 1e-2)
+        config.seeds = (0,) if quick else (0, 1)
+    elif suite == "lra":
+        config.tasks = _lra_tasks()
+        config.kinds = _kinds(KINDS, long=True)
+        config.learning_rates = (5e-4, 1e-3, 2e-3)
+        config.seeds = (0, 1, 2)
+        config.cost.update(seq_lens=(1024, 2048, 4096, 8192, 16384), d_model=256, num_heads=4)
+    else:
+        config.tasks = _zoology_tasks()
+        config.kinds = _kinds(KINDS)
+        config.learning_rates = (1e-4, 3e-4, 1e-3, 3e-3)
+        config.seeds = (0,)
+        config.cost.update(seq_lens=(512, 1024, 2048, 4096, 8192), d_model=128, num_heads=2)
+    return config

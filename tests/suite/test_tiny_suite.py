@@ -1,0 +1,139 @@
+"""The tiny suite end to end: CSV columns, the Markdown table, valid PNGs, and a resume that
+reads finished runs instead of training them again."""
+
+import csv
+import json
+import math
+import os
+import shutil
+
+import jax
+import matplotlib.image
+import pytest
+
+from attention_jax import suite
+from attention_jax.suite import plan
+from attention_jax.train import trainer
+from experiments.configs import compare
+
+COLUMNS = (
+    "task kind seed learning_rate metric value validation params params_vs_dense "
+    "flops_per_token train_step_ms eval_step_ms peak_memory_mib exponent_fwd_bwd_s "
+    "exponent_fwd_bwd_bytes exponent_fwd_flops theory_exponent"
+).split()
+
+
+def _tiny(tmp_path):
+    config = compare.get_config("tiny")
+    config.data_dir = str(tmp_path / "tfds")
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny suite run once; tests that change it work on a copy."""
+    root = tmp_path_factory.mktemp("tiny_suite")
+    workdir = str(root / "suite")
+    rows = suite.run_suite(_tiny(root), workdir, devices=jax.devices()[:1])
+    return root, workdir, rows
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_csv_has_every_column_and_a_row_per_kind_and_seed(finished):
+    _, workdir, _ = finished
+    rows = _read_csv(os.path.join(workdir, "results.csv"))
+    assert list(rows[0]) == COLUMNS
+    assert sorted((r["task"], r["kind"], r["seed"]) for r in rows) == [
+        ("mqar_tiny", "dense", "0"),
+        ("mqar_tiny", "linear", "0"),
+    ]
+    for row in rows:
+        for column in ("value", "params", "flops_per_token", "train_step_ms", "peak_memory_mib"):
+            assert math.isfinite(float(row[column])) and float(row[column]) >= 0, column
+        assert 0.0 <= float(row["value"]) <= 1.0
+        assert float(row["learning_rate"]) in (3e-3, 1e-2)
+    dense = next(r for r in rows if r["kind"] == "dense")
+    assert float(dense["params_vs_dense"]) == 1.0
+    assert float(dense["theory_exponent"]) == 2.0
+
+
+def test_reported_quality_is_the_test_score_of_the_best_validation_rate(finished):
+    _, workdir, _ = finished
+    sweep = _read_csv(os.path.join(workdir, "sweep.csv"))
+    assert len(sweep) == 4  # 2 kinds x 2 rates x 1 seed
+    for row in _read_csv(os.path.join(workdir, "results.csv")):
+        mine = [s for s in sweep if s["kind"] == row["kind"]]
+        best = max(float(s["validation"]) for s in mine)
+        chosen = [s for s in mine if float(s["validation"]) == best]
+        # Ties go to the smaller rate.
+        assert float(row["learning_rate"]) == min(float(s["learning_rate"]) for s in chosen)
+        run = plan.run_dir(
+            workdir,
+            *_specs(row["kind"]),
+            float(row["learning_rate"]),
+            0,
+        )
+        with open(os.path.join(run, "results.json")) as f:
+            assert json.load(f)["test/accuracy"] == pytest.approx(float(row["value"]))
+
+
+def _specs(kind_label):
+    tiny = plan.Suite.from_config(compare.get_config("tiny"))
+    return tiny.tasks[0], next(k for k in tiny.kinds if k.label == kind_label)
+
+
+def test_markdown_table_lists_every_kind_with_marked_bests(finished):
+    _, workdir, _ = finished
+    with open(os.path.join(workdir, "results.md")) as f:
+        text = f.read()
+    assert "### mqar_tiny: test accuracy ↑" in text
+    assert "| kind | accuracy | lr | params | MFLOP/token | train step ms |" in text
+    table = [line for line in text.splitlines() if line.startswith(("| dense |", "| linear |"))]
+    assert len(table) == 4  # the task table and the sweep table, each with both kinds
+    assert "**" in "".join(table[:2])  # a best value is marked in every column
+    assert "### Learning-rate sweep" in text and "| mqar_tiny | dense |" in text
+
+
+@pytest.mark.parametrize("name", ["quality_vs_cost.png", "cost_vs_length.png"])
+def test_plots_are_valid_images(finished, name):
+    _, workdir, _ = finished
+    path = os.path.join(workdir, name)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+
+
+def test_rerun_reads_finished_runs_without_training(finished, tmp_path, monkeypatch):
+    root, workdir, rows = finished
+    copy = str(tmp_path / "suite")
+    shutil.copytree(workdir, copy)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(trainer, "train_and_evaluate", refuse)
+    again = suite.run_suite(_tiny(root), copy, devices=jax.devices()[:1])
+    assert again == rows
+
+
+def test_rerun_finishes_an_interrupted_run_from_its_checkpoint(finished, tmp_path):
+    root, workdir, rows = finished
+    copy = str(tmp_path / "suite")
+    shutil.copytree(workdir, copy)
+    task, kind = _specs("linear")
+    run = plan.run_dir(copy, task, kind, 1e-2, 0)
+    os.remove(os.path.join(run, "results.json"))  # as if stopped after its last checkpoint
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        logged = f.read()
+    again = suite.run_suite(_tiny(root), copy, devices=jax.devices()[:1])
+    assert os.path.exists(os.path.join(run, "results.json"))
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        resumed = f.read()[len(logged) :]
+    # Only the final evaluation was added: no training step ran again.
+    assert "train/loss" not in resumed and "test/accuracy" in resumed
+    assert [r["value"] for r in again] == [r["value"] for r in rows]
