@@ -4,6 +4,8 @@
 Short on purpose: the work is `attention_jax.suite.run_suite`, importable in Colab.
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,7 +20,11 @@ def main(argv):
     del argv
     if flags.FLAGS["verbosity"].using_default_value:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write
-    suite.run_suite(_CONFIG.value, _WORKDIR.value)
+    try:
+        suite.run_suite(_CONFIG.value, _WORKDIR.value)
+    except suite.SuiteStopped as stopped:
+        print(stopped)
+        sys.exit(143)  # as experiments.train: preempted, rerun to continue
     with open(f"{_WORKDIR.value}/results.md") as f:
         print(f.read())
     print(f"Wrote results.csv, sweep.csv, results.md and two plots to {_WORKDIR.value}")

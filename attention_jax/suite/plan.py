@@ -64,6 +64,8 @@ class TaskSpec:
     label: str
     train: ml_collections.ConfigDict
     metric: str
+    # The task's own learning-rate sweep; empty: the suite's.
+    learning_rates: tuple[float, ...] = ()
 
     @property
     def causal(self) -> bool:
@@ -95,7 +97,12 @@ class Suite:
         kinds = tuple(kinds)
         data_dir = config.get("data_dir")
         tasks = tuple(
-            TaskSpec(label, _with_data_dir(spec.train, data_dir), spec.metric)
+            TaskSpec(
+                label,
+                _with_data_dir(spec.train, data_dir),
+                spec.metric,
+                tuple(float(lr) for lr in spec.get("learning_rates", ())),
+            )
             for label, spec in config.tasks.items()
         )
         for task in tasks:

@@ -43,7 +43,6 @@ def _fmt(x, digits: int) -> str:
 
 
 def _mean_std(values) -> tuple[float, float]:
-    values = [v for v in values if math.isfinite(v)]
     if not values:
         return math.nan, math.nan
     # One seed has no spread to report.
@@ -51,14 +50,19 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """One record per (task, kind): seed mean/std of quality, costs (equal across seeds)."""
+    """One record per (task, kind): quality mean/std over the seeds that did not diverge, how
+    many did not (`finite`) of how many ran (`seeds`), and the costs (equal across seeds)."""
     out = {}
     for row in rows:
         out.setdefault((row["task"], row["kind"]), []).append(row)
     summary = []
     for group in out.values():
-        mean, std = _mean_std([r["value"] for r in group])
-        summary.append({**group[0], "mean": mean, "std": std, "seeds": len(group)})
+        finite = [r["value"] for r in group if math.isfinite(r["value"])]
+        mean, std = _mean_std(finite)
+        shared = {k: v for k, v in group[0].items() if k not in ("seed", "value", "validation")}
+        summary.append(
+            {**shared, "mean": mean, "std": std, "finite": len(finite), "seeds": len(group)}
+        )
     return summary
 
 
@@ -90,6 +94,8 @@ def task_table(task, summary: list[dict]) -> list[str]:
     best_cost = {c: _best([s[c] for s in mine], True) for c, *_ in COST_COLUMNS}
     for s in mine:
         quality = _bold_if(f"{_fmt(s['mean'], 3)} ± {_fmt(s['std'], 3)}", s["mean"], best_quality)
+        if s["finite"] < s["seeds"]:  # diverged seeds are left out of the mean: say so
+            quality += f" ({s['finite']}/{s['seeds']} seeds)"
         params = f"{s['params'] / 1e3:.1f}k"
         if math.isfinite(s["params_vs_dense"]) and abs(s["params_vs_dense"] - 1) > PARAMS_TOLERANCE:
             params += f" ⚠ {s['params_vs_dense']:.2f}× dense"
@@ -107,10 +113,11 @@ def task_table(task, summary: list[dict]) -> list[str]:
 
 def sweep_table(suite: Suite, sweep_rows: list[dict]) -> list[str]:
     """Validation score of every (task, kind, learning rate) on the first seed."""
-    lrs = suite.learning_rates
+    lrs = sorted({r["learning_rate"] for r in sweep_rows})
     lines = [
-        f"Validation score per learning rate (seed {suite.seeds[0]}); the best, in bold, is "
-        "the rate the table above reports.",
+        f"Validation score per learning rate (seed {suite.seeds[0]}), best in bold; the table "
+        "above reports the best rate (the smaller one on a tie). — marks a rate not swept or a "
+        "run that diverged.",
         "",
         "| task | kind | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
         "|---|---|" + "---:|" * len(lrs),

@@ -7,6 +7,7 @@ as JSON under cost/. So re-running the same command after an interruption contin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,26 +17,52 @@ import jax
 from tqdm.auto import tqdm
 
 from attention_jax.suite import cost, plan, report
+from attention_jax.train import config as config_lib
 from attention_jax.train import trainer
 
 
+class SuiteStopped(Exception):
+    """A run stopped before its last step (SIGTERM): rerun the suite to continue it."""
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _train(config, run_dir: str, devices) -> dict[str, float]:
+    """The run's results: read when finished, else trained (resuming from a checkpoint)."""
+    written = os.path.join(run_dir, "config.json")
+    wanted = config_lib.to_json(config_lib.from_config_dict(config))
+    if os.path.exists(written) and _read_json(written) != wanted:
+        raise ValueError(
+            f"{run_dir} holds a run of a different config than the suite asks for now (the "
+            "suite's task, kind or steps changed); use a new workdir or delete that run."
+        )
     finished = os.path.join(run_dir, "results.json")
     if os.path.exists(finished):
-        with open(finished) as f:
-            return json.load(f)
-    return trainer.train_and_evaluate(config, run_dir, devices=devices)
+        return _read_json(finished)
+    results = trainer.train_and_evaluate(config, run_dir, devices=devices)
+    if "train/steps" not in results:
+        raise SuiteStopped(f"{run_dir} stopped before its last step; rerun to continue.")
+    return results
 
 
-def _cached(path: str, compute, *args, **kwargs):
-    """The JSON at `path`, or `compute(*args, **kwargs)` written there (atomically)."""
+def _cached(path: str, inputs: dict, compute, *args, **kwargs):
+    """compute(*args, **kwargs), stored at `path` with the `inputs` it was measured for.
+
+    A stored value is reused only for the same inputs (settings, device), so a changed cost
+    setting is measured afresh rather than reported under the new label.
+    """
+    inputs = json.loads(json.dumps(inputs, default=str))
     if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
+        stored = _read_json(path)
+        if stored["inputs"] == inputs:
+            return stored["value"]
     value = compute(*args, **kwargs)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
+        json.dump({"inputs": inputs, "value": value}, f, indent=2)
     os.replace(path + ".tmp", path)
     return value
 
@@ -48,6 +75,12 @@ def _score(results: dict, task: plan.TaskSpec, split: str) -> float:
 
 def _best_learning_rate(sweep: dict[float, float], task: plan.TaskSpec) -> float:
     """The swept rate with the best validation score (ties: the smaller rate)."""
+    if len(sweep) > 1 and all(math.isnan(v) for v in sweep.values()):
+        raise ValueError(
+            f"task {task.label}: no learning rate gave a validation {task.metric} (diverged, or "
+            "the task has no validation split); sweep a single rate for it (its task entry's "
+            "learning_rates) or lower the rates."
+        )
     sign = -1.0 if task.higher_is_better else 1.0
     ranked = sorted(sweep, key=lambda lr: (math.isnan(sweep[lr]), sign * sweep[lr], lr))
     return ranked[0]
@@ -70,7 +103,7 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
     pairs = list(suite.pairs())
     for task, kind in tqdm(pairs, desc="suite", unit="pair"):
         validation = {}
-        for lr in suite.learning_rates:
+        for lr in task.learning_rates or suite.learning_rates:
             seed = suite.seeds[0]
             run_dir = plan.run_dir(workdir, task, kind, lr, seed)
             results = _train(plan.run_config(task, kind, lr, seed), run_dir, devices)
@@ -85,19 +118,23 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
             final[task.label, kind.label, seed] = (best, results)
         logging.info("%s / %s: best learning rate %g", task.label, kind.label, best)
 
+    device = jax.devices()[0].device_kind
     costs = {}
     for task, kind in tqdm(pairs, desc="cost at task size", unit="pair"):
         best = final[task.label, kind.label, suite.seeds[0]][0]
+        measured = plan.run_config(task, kind, best, suite.seeds[0])
         costs[task.label, kind.label] = _cached(
             os.path.join(workdir, "cost", "task", task.label, f"{kind.label}.json"),
+            {"run": measured.to_dict(), "repeats": suite.cost["repeats"], "device": device},
             cost.task_cost,
-            plan.run_config(task, kind, best, suite.seeds[0]),
+            measured,
             repeats=suite.cost["repeats"],
         )
     sweeps = {}
     for kind in tqdm(suite.kinds, desc="cost over n", unit="kind"):
         sweeps[kind.label] = _cached(
             os.path.join(workdir, "cost", "length", f"{kind.label}.json"),
+            {"kind": dataclasses.asdict(kind), "cost": suite.cost, "device": device},
             cost.length_sweep,
             kind,
             suite.cost["seq_lens"],
@@ -110,7 +147,6 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
         for task, kind in pairs
         for seed in suite.seeds
     ]
-    device = jax.devices()[0].device_kind
     report.write_all(workdir, suite, rows, sweep_rows, sweeps, device=device)
     return rows
 

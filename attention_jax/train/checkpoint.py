@@ -108,6 +108,14 @@ class Checkpointer:
             self._set_aside(step)
         return None
 
+    def restore_state(self, abstract_state, step: int | None = None):
+        """The training state saved at `step` (default: the newest), without the data iterator."""
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}; train the run first.")
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        return self.manager.restore(step, args=args)["state"]
+
     def _set_aside(self, step: int) -> None:
         if jax.process_index() == 0:
             path = self.directory / str(step)

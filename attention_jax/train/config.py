@@ -5,6 +5,7 @@ so a bad config fails in seconds with a message that says what to change.
 """
 
 import dataclasses
+import json
 from typing import Any
 
 import ml_collections
@@ -110,3 +111,8 @@ def model_config_for(config: TrainConfig, task) -> Any:
             f"task {task.name} is a next-token task; use model.name 'lm', not {model['name']!r}."
         )
     return model_config_lib.from_config_dict(config_cls, model)
+
+
+def to_json(config: TrainConfig) -> dict:
+    """The config as plain JSON values (tuples become lists), as config.json stores it."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

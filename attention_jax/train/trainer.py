@@ -6,7 +6,6 @@ A restarted run resumes from the newest readable checkpoint in `workdir`, data i
 included, and continues exactly as if it had never stopped.
 """
 
-import dataclasses
 import json
 import logging
 import signal
@@ -163,7 +162,7 @@ def train_and_evaluate(
     workdir_path = epath.Path(workdir)
     workdir_path.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (workdir_path / "config.json").write_text(json.dumps(_jsonable(config), indent=2))
+        (workdir_path / "config.json").write_text(json.dumps(config_lib.to_json(config), indent=2))
 
     tx = optim.make_optimizer(config.optimizer, config.num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
@@ -270,7 +269,10 @@ def train_and_evaluate(
         results["train/steps"] = config.num_steps
         writer.write(config.num_steps, results)
         if jax.process_index() == 0:
-            results_path.write_text(json.dumps(results, indent=2))
+            # Written whole or not at all: a finished run is one with a readable results.json.
+            partial = workdir_path / "results.json.tmp"
+            partial.write_text(json.dumps(results, indent=2))
+            partial.rename(results_path)
     checkpointer.close()
     writer.close()
     return results
@@ -283,7 +285,3 @@ def _with_expert_mesh(model, mesh):
             if isinstance(layer, layers.MoEFeedForward):
                 layer.mesh = mesh
     return model
-
-
-def _jsonable(config: config_lib.TrainConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

@@ -74,8 +74,14 @@ def _cpu_run(config, *, batch_size: int, num_steps: int) -> ml_collections.Confi
     return config
 
 
-def _task(train, metric: str = "accuracy") -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"train": train, "metric": metric})
+def _task(train, metric: str = "accuracy", **options) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({"train": train, "metric": metric, **options})
+
+
+def _without_validation(train) -> ml_collections.ConfigDict:
+    """A task with no validation split trains at its config's rate: a sweep would have to pick
+    on test."""
+    return _task(train, learning_rates=(train.optimizer.learning_rate,))
 
 
 def _cpu_tasks(names) -> dict:
@@ -104,8 +110,8 @@ def _tiny_tasks() -> dict:
 def _lra_tasks() -> dict:
     return {
         "listops_2k": _task(listops.get_config("size=paper")),
-        "text_4k": _task(text.get_config("size=paper")),
-        "image_1k": _task(image_config.get_config("size=paper")),
+        "text_4k": _without_validation(text.get_config("size=paper")),
+        "image_1k": _without_validation(image_config.get_config("size=paper")),
     }
 
 

@@ -1,0 +1,42 @@
+"""load_trained(workdir): the model a training run left behind, for analysis and notebooks."""
+
+import json
+
+import jax
+from etils import epath
+from flax import nnx
+
+from attention_jax import data, models
+from attention_jax.train import checkpoint, optim, step
+from attention_jax.train import config as config_lib
+
+
+def load_trained(workdir: str, *, step_number: int | None = None):
+    """(model, task, config) of the run in `workdir`, at its newest (or a given) checkpoint.
+
+    The model is rebuilt from the run's config.json and its parameters restored on the default
+    device; call `model.eval()` or pass deterministic=True for evaluation.
+    """
+    path = epath.Path(workdir)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{workdir} has no config.json; is it a training workdir?")
+    config = config_lib.from_config_dict(json.loads(config_file.read_text()))
+    task = data.get_task(
+        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
+    )
+    model_config = config_lib.model_config_for(config, task)
+    tx = optim.make_optimizer(config.optimizer, config.num_steps)
+
+    def build():
+        return models.build(model_config, rngs=nnx.Rngs(config.seed))
+
+    abstract = jax.eval_shape(lambda: step.initial_state(build(), tx))
+    checkpointer = checkpoint.Checkpointer(path / "checkpoints", keep=config.checkpoint.keep)
+    try:
+        state = checkpointer.restore_state(abstract, step_number)
+    finally:
+        checkpointer.close()
+    model = build()
+    nnx.update(model, state["params"], state["rest"])
+    return model, task, config
