@@ -220,9 +220,11 @@ def plot_cost_vs_length(sweeps: dict[str, list[dict]], path: str, title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = (("fwd_bwd_s", "forward+backward time (s)"), ("fwd_bwd_bytes", "memory (bytes)"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    ns = sorted({p["n"] for points in sweeps.values() for p in points})
     for ax, (metric, label) in zip(axes, panels):
         anchors = []
         for kind, points in sweeps.items():
@@ -233,11 +235,12 @@ def plot_cost_vs_length(sweeps: dict[str, list[dict]], path: str, title: str) ->
         if anchors:
             n0 = min(n for n, _ in anchors)
             y0 = statistics.median(y for n, y in anchors if n == n0)
-            ns = sorted({p["n"] for points in sweeps.values() for p in points})
             for power, style in ((1, ":"), (2, "--")):
                 guide = [y0 * (n / n0) ** power for n in ns]
                 ax.plot(ns, guide, style, color="black", alpha=0.5, label=f"∝ n^{power}")
         ax.set(xscale="log", yscale="log", xlabel="sequence length n", ylabel=label)
+        ax.set_xticks(ns, [str(n) for n in ns])  # the measured lengths, not powers of ten
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)

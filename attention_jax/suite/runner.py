@@ -57,7 +57,7 @@ def _cached(path: str, inputs: dict, compute, *args, **kwargs):
     inputs = json.loads(json.dumps(inputs, default=str))
     if os.path.exists(path):
         stored = _read_json(path)
-        if stored["inputs"] == inputs:
+        if isinstance(stored, dict) and stored.get("inputs") == inputs:
             return stored["value"]
     value = compute(*args, **kwargs)
     os.makedirs(os.path.dirname(path), exist_ok=True)
