@@ -4,8 +4,10 @@
 Short on purpose: the work is `attention_jax.suite.run_suite`, importable in Colab.
 """
 
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,6 +22,9 @@ def main(argv):
     del argv
     if flags.FLAGS["verbosity"].using_default_value:
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write
+    # Runs that differ only in their seed compile the same steps: compile each once.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     try:
         suite.run_suite(_CONFIG.value, _WORKDIR.value)
     except suite.SuiteStopped as stopped:

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_jax import data, layers, models
+from attention_jax import layers, models
 from attention_jax.bench import flops, measure, scaling
 from attention_jax.suite.plan import KindSpec
 from attention_jax.train import config as config_lib
@@ -20,16 +20,15 @@ from attention_jax.train import optim, step
 _MIB = 2**20
 
 
-def task_cost(train_config, *, repeats: int = 5) -> dict[str, float]:
+def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
     """Parameters, forward FLOPs per token, train/eval step time and train-step memory.
 
     The train step is the trainer's (forward, backward, optimizer update) on one real batch of
-    the task at its batch size and length; the eval step is its forward pass and loss.
+    the task at its batch size and length; the eval step is its forward pass and loss. `task`:
+    the config's task when already loaded.
     """
     config = config_lib.from_config_dict(train_config)
-    task = data.get_task(
-        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
-    )
+    task = task or config_lib.load_task(config)
     model_config = config_lib.model_config_for(config, task)
     model = models.build(model_config, rngs=nnx.Rngs(config.seed))
     tx = optim.make_optimizer(config.optimizer, config.num_steps)

@@ -30,10 +30,14 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _train(config, run_dir: str, devices) -> dict[str, float]:
-    """The run's results: read when finished, else trained (resuming from a checkpoint)."""
+def _train(config, run_dir: str, devices, tasks: dict) -> dict[str, float]:
+    """The run's results: read when finished, else trained (resuming from a checkpoint).
+
+    `tasks` holds the loaded task of each config.task, so a task's splits are read once.
+    """
     written = os.path.join(run_dir, "config.json")
-    wanted = config_lib.to_json(config_lib.from_config_dict(config))
+    typed = config_lib.from_config_dict(config)
+    wanted = config_lib.to_json(typed)
     if os.path.exists(written) and _read_json(written) != wanted:
         raise ValueError(
             f"{run_dir} holds a run of a different config than the suite asks for now (the "
@@ -42,10 +46,22 @@ def _train(config, run_dir: str, devices) -> dict[str, float]:
     finished = os.path.join(run_dir, "results.json")
     if os.path.exists(finished):
         return _read_json(finished)
-    results = trainer.train_and_evaluate(config, run_dir, devices=devices)
+    results = trainer.train_and_evaluate(
+        config, run_dir, devices=devices, task=_loaded_task(typed, tasks)
+    )
     if "train/steps" not in results:
         raise SuiteStopped(f"{run_dir} stopped before its last step; rerun to continue.")
     return results
+
+
+def _loaded_task(config: config_lib.TrainConfig, tasks: dict):
+    """The config's task, loaded once per task, data_dir, seq_len and task_params."""
+    key = json.dumps(
+        [config.task, config.data_dir, config.seq_len, config.task_params], sort_keys=True
+    )
+    if key not in tasks:
+        tasks[key] = config_lib.load_task(config)
+    return tasks[key]
 
 
 def _cached(path: str, inputs: dict, compute, *args, **kwargs):
@@ -99,20 +115,20 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
     """
     suite = plan.Suite.from_config(config)
     os.makedirs(workdir, exist_ok=True)
-    sweep_rows, final = [], {}
+    sweep_rows, final, tasks = [], {}, {}
     pairs = list(suite.pairs())
     for task, kind in tqdm(pairs, desc="suite", unit="pair"):
         validation = {}
         for lr in task.learning_rates or suite.learning_rates:
             seed = suite.seeds[0]
             run_dir = plan.run_dir(workdir, task, kind, lr, seed)
-            results = _train(plan.run_config(task, kind, lr, seed), run_dir, devices)
+            results = _train(plan.run_config(task, kind, lr, seed), run_dir, devices, tasks)
             validation[lr] = _score(results, task, "validation")
             sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
         best = _best_learning_rate(validation, task)
         for seed in suite.seeds:
             run_dir = plan.run_dir(workdir, task, kind, best, seed)
-            results = _train(plan.run_config(task, kind, best, seed), run_dir, devices)
+            results = _train(plan.run_config(task, kind, best, seed), run_dir, devices, tasks)
             if seed != suite.seeds[0]:
                 sweep_rows.append(_sweep_row(task, kind, best, seed, results))
             final[task.label, kind.label, seed] = (best, results)
@@ -129,6 +145,7 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
             cost.task_cost,
             measured,
             repeats=suite.cost["repeats"],
+            task=_loaded_task(config_lib.from_config_dict(measured), tasks),
         )
     sweeps = {}
     for kind in tqdm(suite.kinds, desc="cost over n", unit="kind"):

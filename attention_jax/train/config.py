@@ -10,6 +10,7 @@ from typing import Any
 
 import ml_collections
 
+from attention_jax import data
 from attention_jax.models import config as model_config_lib
 from attention_jax.models.build import MODELS
 from attention_jax.train.optim import OptimizerConfig
@@ -91,6 +92,13 @@ def from_config_dict(config: ml_collections.ConfigDict) -> TrainConfig:
         task_params=dict(values.pop("task_params", None) or {}),
     )
     return _dataclass_from(TrainConfig, values | nested | {"model": model}, "")
+
+
+def load_task(config: TrainConfig):
+    """The config's task (`data.get_task` with its task, data_dir, seq_len and task_params)."""
+    return data.get_task(
+        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
+    )
 
 
 def model_config_for(config: TrainConfig, task) -> Any:

@@ -6,7 +6,7 @@ import jax
 from etils import epath
 from flax import nnx
 
-from attention_jax import data, models
+from attention_jax import models
 from attention_jax.train import checkpoint, optim, step
 from attention_jax.train import config as config_lib
 
@@ -22,9 +22,7 @@ def load_trained(workdir: str, *, step_number: int | None = None):
     if not config_file.exists():
         raise FileNotFoundError(f"{workdir} has no config.json; is it a training workdir?")
     config = config_lib.from_config_dict(json.loads(config_file.read_text()))
-    task = data.get_task(
-        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
-    )
+    task = config_lib.load_task(config)
     model_config = config_lib.model_config_for(config, task)
     tx = optim.make_optimizer(config.optimizer, config.num_steps)
 

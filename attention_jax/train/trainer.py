@@ -135,7 +135,12 @@ def evaluate(eval_step, state, task, split, mesh, local_batch, limit=None):
 
 
 def train_and_evaluate(
-    config, workdir: str, *, devices=None, stop_after_steps: int | None = None
+    config,
+    workdir: str,
+    *,
+    devices=None,
+    stop_after_steps: int | None = None,
+    task: data.Task | None = None,
 ) -> dict[str, float]:
     """Trains `config` (a ConfigDict or TrainConfig) in `workdir`; returns the final metrics.
 
@@ -148,14 +153,14 @@ def train_and_evaluate(
       devices: the devices of the mesh (default all; a subset for experiments and tests).
       stop_after_steps: stop with a checkpoint after this many steps of this call, as a
         preemption would (for time-boxed jobs); rerunning continues the run.
+      task: the config's task, already loaded (`data.get_task` with the config's task, data_dir,
+        seq_len and task_params); a suite passes one to all its runs, so splits are read once.
     """
     if not isinstance(config, config_lib.TrainConfig):
         config = config_lib.from_config_dict(config)
     if config.distributed:
         jax.distributed.initialize()
-    task = data.get_task(
-        config.task, data_dir=config.data_dir, seq_len=config.seq_len, **config.task_params
-    )
+    task = task or config_lib.load_task(config)
     model_config = config_lib.model_config_for(config, task)
     mesh = sharding.make_mesh(config.mesh, devices)
     local_batch = _check_batch(config, mesh)

@@ -28,7 +28,7 @@ def scripted(monkeypatch):
     """Replaces training and cost measurement; returns the calls made."""
     calls = {"train": [], "task_cost": 0, "length_sweep": 0}
 
-    def train(config, run_dir, devices=None):
+    def train(config, run_dir, devices=None, task=None):
         kind = os.path.basename(os.path.dirname(os.path.dirname(run_dir)))
         score = SCORES[kind, config.optimizer.learning_rate, config.seed]
         calls["train"].append((kind, config.optimizer.learning_rate, config.seed))
@@ -41,7 +41,7 @@ def scripted(monkeypatch):
             json.dump(results, f)
         return results
 
-    def task_cost(config, repeats):
+    def task_cost(config, repeats, task):
         calls["task_cost"] += 1
         params = 1000 if config.model.attention == "dense" else 1200
         return dict(
@@ -61,6 +61,7 @@ def scripted(monkeypatch):
         ]
 
     monkeypatch.setattr(trainer, "train_and_evaluate", train)
+    monkeypatch.setattr(config_lib, "load_task", lambda config: None)  # no data is needed
     monkeypatch.setattr(cost, "task_cost", task_cost)
     monkeypatch.setattr(cost, "length_sweep", length_sweep)
     return calls
