@@ -7,6 +7,8 @@ The argument after the colon names the suite:
   quick    every kind on MQAR (128, 8) and ListOps-small, 1 seed, 1 rate: cpu's first runs.
   cpu      every kind on MQAR (128, 8), MQAR (256, 16), ListOps-small and chars, 2 seeds:
            about 30 minutes on 2 cores.
+  recall   MQAR (128, 8) trained long enough to learn it (batch 64, 1000 steps) with dense,
+           flash, local, linear and performer, 1 seed: about 20 minutes on 2 cores.
   lra      ListOps 2K, Text 4K (byte IMDb) and Image 1K (grayscale CIFAR-10) at LRA's sizes,
            3 seeds: an accelerator's job (Text and Image download their TFDS datasets first).
   zoology  MQAR at Zoology's sizes (vocabulary 8192) over sequence lengths 64..512 and
@@ -23,7 +25,7 @@ import ml_collections
 from experiments.configs import image as image_config
 from experiments.configs import listops, lm_chars, mqar, text
 
-SUITES = ("tiny", "quick", "cpu", "lra", "zoology")
+SUITES = ("tiny", "quick", "cpu", "recall", "lra", "zoology")
 
 # Every kind at a setting for sequences of 64..4K; its label names it in the tables.
 KINDS = {
@@ -162,6 +164,14 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
         # quick runs cpu's runs at one rate (reused if cpu follows in the same workdir).
         config.learning_rates = (3e-3,) if quick else (3e-3, 1e-2)
         config.seeds = (0,) if quick else (0, 1)
+    elif suite == "recall":
+        train = _cpu_run(
+            mqar.get_config("seq_len=128,num_kv_pairs=8,d_model=64"), batch_size=64, num_steps=1000
+        )
+        config.tasks = {"mqar_128_8_b64": _task(train)}
+        config.kinds = _kinds(("dense", "flash", "local", "linear", "performer"))
+        config.learning_rates = (3e-3,)
+        config.seeds = (0,)
     elif suite == "lra":
         config.tasks = _lra_tasks()
         config.kinds = _kinds(KINDS, long=True)
