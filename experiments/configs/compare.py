@@ -8,7 +8,7 @@ The argument after the colon names the suite:
   cpu      every kind on MQAR (128, 8), MQAR (256, 16), ListOps-small and chars, 2 seeds:
            about 30 minutes on 2 cores.
   recall   MQAR (128, 8) trained long enough to learn it (batch 64, 1000 steps) with dense,
-           flash, local, linear and performer, 1 seed: about 20 minutes on 2 cores.
+           flash, local and linear, 1 seed: about 15 minutes on 2 cores.
   lra      ListOps 2K, Text 4K (byte IMDb) and Image 1K (grayscale CIFAR-10) at LRA's sizes,
            3 seeds: an accelerator's job (Text and Image download their TFDS datasets first).
   zoology  MQAR at Zoology's sizes (vocabulary 8192) over sequence lengths 64..512 and
@@ -169,7 +169,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
             mqar.get_config("seq_len=128,num_kv_pairs=8,d_model=64"), batch_size=64, num_steps=1000
         )
         config.tasks = {"mqar_128_8_b64": _task(train)}
-        config.kinds = _kinds(("dense", "flash", "local", "linear", "performer"))
+        config.kinds = _kinds(("dense", "flash", "local", "linear"))
         config.learning_rates = (3e-3,)
         config.seeds = (0,)
     elif suite == "lra":
