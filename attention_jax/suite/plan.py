@@ -90,11 +90,12 @@ class Suite:
     def from_config(cls, config: ml_collections.ConfigDict) -> Suite:
         """Checks names, metrics and every run's training config before anything is trained."""
         # ConfigDict keeps keys sorted; tables read better with kinds in THEORY_EXPONENTS order.
-        kinds = sorted(
-            (_kind_spec(label, spec) for label, spec in config.kinds.items()),
-            key=lambda k: (list(THEORY_EXPONENTS).index(k.attention), bool(k.moe_attention)),
+        kinds = tuple(
+            sorted(
+                (_kind_spec(label, spec) for label, spec in config.kinds.items()),
+                key=lambda k: (list(THEORY_EXPONENTS).index(k.attention), bool(k.moe_attention)),
+            )
         )
-        kinds = tuple(kinds)
         data_dir = config.get("data_dir")
         tasks = tuple(
             TaskSpec(
