@@ -153,7 +153,7 @@ def test_defaults_and_registry():
     def run(f, **kw):
         return jax.jit(lambda q, k, v: f(q, k, v, **kw))(q, k, v)
 
-    np.testing.assert_array_equal(run(ops.linear), run(ops.linear, feature_map="elu"))
+    np.testing.assert_allclose(run(ops.linear), run(ops.linear, feature_map="elu"), **F32_TOL)
     np.testing.assert_allclose(
         run(ops.linear, feature_map="taylor", is_causal=True),
         run(ops.based, is_causal=True),
@@ -162,8 +162,10 @@ def test_defaults_and_registry():
     for kind in ("linear", "performer", "based", "cosformer", "linformer"):
         assert kind in ops.names()
         assert ops.pattern_mask(kind, 3, 5).all()
-    np.testing.assert_array_equal(
-        run(ops.attention, kind="cosformer", is_causal=True), run(ops.cosformer, is_causal=True)
+    np.testing.assert_allclose(
+        run(ops.attention, kind="cosformer", is_causal=True),
+        run(ops.cosformer, is_causal=True),
+        **F32_TOL,
     )
 
 
@@ -590,7 +592,8 @@ def test_default_projections_are_fixed_constants_not_redrawn_per_call():
     for op in (lambda q: ops.performer(q, q, q), lambda q: ops.linformer(q, q, q)):
         program = str(jax.make_jaxpr(op)(x))  # printed with every nested sub-program
         assert not any(name in program for name in ("random_bits", "threefry2x32", "qr["))
-        np.testing.assert_array_equal(jax.jit(op)(x), op(x))
+        # jit and eager are different programs: equal within float tolerance, not bitwise.
+        np.testing.assert_allclose(jax.jit(op)(x), op(x), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(
         ops.performer(x, x, x),
         ops.performer(x, x, x, projection=ops.favor_projection(jax.random.key(0), 256, 8)),
