@@ -3,8 +3,22 @@
 An example is one nested expression such as `[MAX 2 9 [MIN 4 7 ] 0 ]` and its value (0-9) is the
 label. Trees are grown exactly as LRA's generator grows them: below `max_depth` a node is an
 operator with probability 1/4, with 2 to `max_args` arguments; trees are drawn until their token
-count lies in [min_length, max_length]. Unlike LRA's released pipeline, whose tokenizer dropped
-the closing bracket, every operator and every `]` is a token, so the structure is recoverable.
+count lies in [min_length, max_length].
+
+Two tokenizations of the same trees (`tokenization=`):
+- "explicit" (default): every operator and every `]` is a token, so the structure is recoverable.
+- "lra": what LRA's models saw. Its input pipeline split the text with TFDS's `Tokenizer`, which
+  keeps only alphanumeric runs: `[MAX` becomes the one token `MAX`, and `]` (like the `(` `)` of
+  its text format) disappears. The sequence holds only operators and digits, and where an
+  operator's arguments end is no longer marked: a harder, structurally ambiguous task.
+
+In both, min_length and max_length bound the explicit token count (operators, digits and `]`),
+the length LRA's generator filtered on, so both draw LRA's distribution of trees and an "lra"
+sequence is shorter than its explicit form by its number of operators. It never exceeds
+max_length, the length both are padded to (LRA padded to its max_length too). The vocabulary is
+the same (id 15, `]`, is unused under "lra"), and so are the labels. One seed gives the same trees
+under both, save that under "lra" a tree that tokenizes like an earlier one is skipped, so that no
+input is in two splits (LRA kept distinct trees, so it could hold such twins).
 """
 
 import dataclasses
@@ -23,13 +37,25 @@ VOCAB = ("<pad>", *(str(d) for d in range(10)), *OPERATORS, CLOSE)
 TOKEN = {name: i for i, name in enumerate(VOCAB)}
 VOCAB_SIZE = len(VOCAB)
 NUM_CLASSES = 10
+TOKENIZATIONS = ("explicit", "lra")
 OPERATOR_P = 0.25  # LRA's VALUE_P: the chance a node below max_depth is an operator.
 # Draws per example before giving up: lengths that are possible but vanishingly rare.
 MAX_TRIES = 100_000
 
 
-def check_listops_params(max_depth: int, max_args: int, min_length: int, max_length: int) -> None:
-    """Raises ValueError for grammar limits no expression can meet."""
+def check_listops_params(
+    max_depth: int,
+    max_args: int,
+    min_length: int,
+    max_length: int,
+    tokenization: str = "explicit",
+) -> None:
+    """Raises ValueError for grammar limits no expression can meet, or an unknown tokenization."""
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(
+            f"listops: tokenization must be one of {TOKENIZATIONS} ('explicit' keeps every ']', "
+            f"'lra' drops them as LRA's tokenizer did), got {tokenization!r}."
+        )
     if max_depth < 1 or max_args < 2:
         raise ValueError(
             f"listops: need max_depth >= 1 and max_args >= 2, got {max_depth} and {max_args}."
@@ -82,10 +108,21 @@ def _grow(rng: random.Random, depth: int, limits: tuple[int, int, int], out: lis
 
 
 def listops_example(
-    rng: np.random.Generator, *, max_depth: int, max_args: int, min_length: int, max_length: int
+    rng: np.random.Generator,
+    *,
+    max_depth: int,
+    max_args: int,
+    min_length: int,
+    max_length: int,
+    tokenization: str = "explicit",
 ) -> dict[str, np.ndarray]:
-    """One example: `inputs` [n] tokens with min_length <= n <= max_length, `label` in 0..9."""
-    check_listops_params(max_depth, max_args, min_length, max_length)
+    """One example: `inputs` [n] tokens, `label` in 0..9.
+
+    The expression's explicit form has min_length to max_length tokens; that form is `inputs`
+    under tokenization "explicit", and under "lra" `inputs` is it without its `]` tokens. The
+    same generator state gives the same tree under either tokenization.
+    """
+    check_listops_params(max_depth, max_args, min_length, max_length, tokenization)
     limits = (max_depth, max_args, max_length)
     # Most draws are rejected; Python's own generator makes the many scalar draws ~10x cheaper.
     tree_rng = random.Random(int(rng.integers(2**63)))
@@ -96,6 +133,8 @@ def listops_example(
         except _TooLong:
             continue
         if min_length <= len(tokens) <= max_length:
+            if tokenization == "lra":
+                tokens = [t for t in tokens if t != TOKEN[CLOSE]]
             return {"inputs": np.asarray(tokens, np.int32), "label": np.int32(value)}
     raise ValueError(
         f"listops: no expression with {min_length} to {max_length} tokens in {MAX_TRIES} draws "
@@ -114,6 +153,7 @@ class ListopsConfig(builder.TaskConfig):
     max_args: int = 10
     min_length: int = 32
     max_length: int = 256
+    tokenization: str = "explicit"
 
 
 class Listops(builder.TaskBuilder):

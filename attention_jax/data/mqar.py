@@ -2,8 +2,15 @@
 
 The context lists key-value pairs `k1 v1 k2 v2 ...`; the query region then asks for every key
 again, at power-law distributed gaps, and the model must answer with the paired value. Keys come
-from the first half of the vocabulary (never 0), values from the second half, and the query
-region's other positions are uniform random tokens. Loss is taken only at the query positions.
+from the first half of the vocabulary (never 0), values from the second half. Loss is taken only
+at the query positions.
+
+The query region's other positions are fillers. With `random_fillers=True` (our default, and
+Zoology's library default `random_non_queries=True`) they are uniform random tokens, which may
+repeat a key. With `random_fillers=False` every filler is token 0, as in the configs behind
+Zoology's Figure 2 (`random_non_queries=False`): a quieter task whose numbers compare with the
+paper's. Token 0 is never a key (keys are 1 .. vocab_size // 2 - 1) nor a value, so a zero filler
+cannot be mistaken for a query.
 """
 
 import dataclasses
@@ -17,8 +24,15 @@ from attention_jax.data import builder
 POWER_A = 0.01
 
 
-def check_mqar_params(seq_len: int, num_kv_pairs: int, vocab_size: int) -> None:
+def check_mqar_params(
+    seq_len: int, num_kv_pairs: int, vocab_size: int, random_fillers: bool = True
+) -> None:
     """Raises ValueError for parameters no MQAR example can satisfy."""
+    if not isinstance(random_fillers, bool | np.bool_):
+        raise ValueError(
+            f"mqar: random_fillers must be True (uniform random fillers) or False (token 0, as in "
+            f"Zoology's paper configs), got {random_fillers!r}."
+        )
     if seq_len % 2:
         raise ValueError(
             f"mqar: seq_len must be even (queries sit on even offsets), got {seq_len}."
@@ -51,13 +65,16 @@ def mqar_example(
     seq_len: int,
     num_kv_pairs: int,
     vocab_size: int,
+    random_fillers: bool = True,
     gap_probabilities: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """One example: `inputs`, `targets` (the value at each query, else 0), `loss_mask`, all [L].
 
-    Pass `gap_probabilities` (from `mqar_gap_probabilities`) when drawing many examples.
+    `random_fillers=False` puts token 0 at every position that is neither a context pair nor a
+    query (Zoology's `random_non_queries=False`). Pass `gap_probabilities` (from
+    `mqar_gap_probabilities`) when drawing many examples.
     """
-    check_mqar_params(seq_len, num_kv_pairs, vocab_size)
+    check_mqar_params(seq_len, num_kv_pairs, vocab_size, random_fillers)
     if gap_probabilities is None:
         gap_probabilities = mqar_gap_probabilities(seq_len, num_kv_pairs)
     half = vocab_size // 2
@@ -68,7 +85,10 @@ def mqar_example(
     gaps = rng.choice(len(gap_probabilities), size=num_kv_pairs, replace=False, p=gap_probabilities)
     query_positions = context + 2 * gaps
 
-    inputs = rng.integers(0, vocab_size, size=seq_len)
+    if random_fillers:
+        inputs = rng.integers(0, vocab_size, size=seq_len)
+    else:
+        inputs = np.zeros(seq_len, np.int64)
     inputs[0:context:2] = keys
     inputs[1:context:2] = values
     inputs[query_positions] = keys
@@ -88,11 +108,13 @@ class MqarConfig(builder.TaskConfig):
     seq_len: int = 128
     num_kv_pairs: int = 8
     vocab_size: int = 8192
+    random_fillers: bool = True
 
 
 # Zoology's Figure 2 sizes with its vocabulary and split sizes, and CPU-small versions of each.
 # The small vocabulary (127 keys) still holds 64 distinct pairs, though unlike Zoology it is
-# smaller than the longest sequence, so fillers repeat keys more often at length 512.
+# smaller than the longest sequence, so random fillers repeat keys more often at length 512
+# (about 80 fillers equal a context key at (512, 64)); `random_fillers=False` has none.
 PAPER_SIZES = ((64, 4), (128, 8), (256, 16), (512, 64))
 SMALL_VOCAB = 256
 

@@ -111,7 +111,8 @@ def _tiny_tasks() -> dict:
 
 def _lra_tasks() -> dict:
     return {
-        "listops_2k": _task(listops.get_config("size=paper")),
+        # LRA's tokenizer dropped every "]": the model sees operators and digits only.
+        "listops_2k": _task(listops.get_config("size=paper,tokenization=lra")),
         "text_4k": _without_validation(text.get_config("size=paper")),
         "image_1k": _without_validation(image_config.get_config("size=paper")),
     }
@@ -125,7 +126,11 @@ def _zoology_tasks() -> dict:
     tasks = {}
     for seq_len, pairs in ZOOLOGY_SIZES:
         for d_model in (64, 128, 256, 512):
-            arg = f"size=paper,seq_len={seq_len},num_kv_pairs={pairs},d_model={d_model}"
+            # Zoology's Figure 2 puts token 0 at every position that is no pair and no query.
+            arg = (
+                f"size=paper,seq_len={seq_len},num_kv_pairs={pairs},d_model={d_model},"
+                "random_fillers=false"
+            )
             tasks[f"mqar_{seq_len}_{pairs}_d{d_model}"] = _task(mqar.get_config(arg))
     return tasks
 

@@ -3,19 +3,29 @@
   python -m experiments.train --config=experiments/configs/listops.py:kind=dense,size=small \
       --workdir=workdir/listops
 
-Arguments: kind, size (tiny | small | paper), seed. small: lengths 32-256, 20k examples, a
-4-layer model for a CPU. paper: LRA's lengths 500-2000 and its 4-layer, d_model 512 model.
+Arguments: kind, size (tiny | small | paper), seed, tokenization (explicit: every `]` is a
+token, the default; lra: the `]` dropped, as LRA's tokenizer did, so its models saw only
+operators and digits). small: lengths 32-256, 20k examples, a 4-layer model for a CPU. paper:
+LRA's lengths 500-2000 and its 4-layer, d_model 512 model.
 """
 
+from attention_jax.data import listops as listops_data
 from experiments.configs import common
 
 
 def get_config(arg: str = ""):
-    a = common.parse_arg(arg, kind="dense", size="small", seed=0)
+    a = common.parse_arg(arg, kind="dense", size="small", seed=0, tokenization="explicit")
+    if a["tokenization"] not in listops_data.TOKENIZATIONS:
+        raise ValueError(
+            f"tokenization must be one of {listops_data.TOKENIZATIONS}, got {a['tokenization']!r}."
+        )
     task = "listops/lra" if a["size"] == "paper" else "listops/small"
     config = common.base_config(task, "classifier", kind=a["kind"])
     config.seed = a["seed"]
     config.task_params.seed = a["seed"]
+    # Set only when off the default, so default task_params and dataset names stay as they were.
+    if a["tokenization"] != "explicit":
+        config.task_params.tokenization = a["tokenization"]
     config.model.update(pooling="mean", positions="learned")
     if a["size"] == "paper":
         config.model.update(d_model=512, num_heads=8, mlp_dim=2048, num_layers=4)

@@ -50,8 +50,13 @@ def _check_scored_positions(ex, expected):
         assert target == want, f"targets[{t}] = {target}, expected {want}"
 
 
-def check_mqar(ex, *, seq_len, num_kv_pairs, vocab_size):
-    """Check one multi-query associative recall example."""
+def check_mqar(ex, *, seq_len, num_kv_pairs, vocab_size, random_fillers=True):
+    """Check one multi-query associative recall example.
+
+    With random_fillers=False (Zoology's paper configs) every position that is neither in the
+    key-value context nor a scored query must hold token 0; with True, fillers may be anything
+    in the vocabulary.
+    """
     assert seq_len % 2 == 0, f"seq_len {seq_len} must be even"
     _check_sequence_arrays(ex, seq_len)
     tokens = ex["inputs"].tolist()
@@ -89,6 +94,12 @@ def check_mqar(ex, *, seq_len, num_kv_pairs, vocab_size):
     missing = sorted(set(pairs) - queried)
     assert not missing, f"context keys never queried: {missing}"
     _check_scored_positions(ex, expected)
+
+    if not random_fillers:
+        fillers = [
+            (t, tokens[t]) for t in range(context_len, seq_len) if t not in expected and tokens[t]
+        ]
+        assert not fillers, f"zero fillers expected, but (position, token) {fillers[:5]} is not 0"
 
 
 def check_copying(ex, *, seq_len, num_tokens, vocab_size, selective):
@@ -197,13 +208,37 @@ def evaluate_listops(tokens):
     return _parse_listops(tokens)[0]
 
 
-def check_listops(ex, *, max_depth, max_args, min_length, max_length):
-    """Check one ListOps example and return its label computed independently."""
-    _check_keys(ex, ["inputs", "label"])
-    _check_array(ex, "inputs", None, np.int32)
-    n = ex["inputs"].shape[0]
-    assert min_length <= n <= max_length, f"length {n} outside {min_length}..{max_length}"
+def _check_lra_tokens(tokens, max_args):
+    """Assert LRA-tokenized ListOps (operators and digits, no `]`) is the pre-order of some tree.
 
+    Without `]` an operator's arity is not marked, so the tree is ambiguous; but a sequence is
+    the pre-order of a tree whose operators take 2..max_args arguments iff reading it right to
+    left, with each digit pushing a value and each operator popping 2..max_args and pushing one,
+    can end with exactly one value. The stack sizes reachable after each token form an interval.
+    """
+    assert tokens, "empty ListOps expression"
+    lo = hi = 0
+    for t in range(len(tokens) - 1, -1, -1):
+        tok = tokens[t]
+        if tok == LISTOPS_CLOSE:
+            raise AssertionError(f"] at position {t}: LRA tokenization drops every ]")
+        if 1 <= tok <= 10:
+            lo, hi = lo + 1, hi + 1
+        elif tok in LISTOPS_OPERATORS:
+            assert hi >= 2, (
+                f"{LISTOPS_OPERATORS[tok]} at position {t} is followed by fewer than 2 arguments"
+            )
+            lo, hi = max(1, max(lo, 2) - max_args + 1), hi - 1
+        else:
+            raise AssertionError(f"invalid ListOps token {tok} at position {t}")
+    assert lo <= 1 <= hi, (
+        f"no tree with 2..{max_args} arguments per operator has this pre-order (it leaves "
+        f"{lo}..{hi} values, not one)"
+    )
+
+
+def _check_label(ex):
+    """Assert the label is an int32 scalar (or a Python int) in 0..9 and return it."""
     label = ex["label"]
     if isinstance(label, np.ndarray | np.generic):
         assert label.shape == (), f"label has shape {label.shape}, expected a scalar"
@@ -214,7 +249,53 @@ def check_listops(ex, *, max_depth, max_args, min_length, max_length):
         )
     label = int(label)
     assert 0 <= label <= 9, f"label {label} outside 0..9"
+    return label
 
+
+def check_listops(
+    ex, *, max_depth, max_args, min_length, max_length, tokenization="explicit", explicit=None
+):
+    """Check one ListOps example and return its label computed independently.
+
+    tokenization="explicit": the tokens are parsed and evaluated; the label must be the value.
+    tokenization="lra" (LRA's tokenizer: no `]`): the tree is ambiguous, so from the tokens
+    alone this checks the vocabulary (digits and operators only), that the explicit length
+    (tokens plus one `]` per operator) lies in min_length..max_length, and that some tree with
+    2..max_args arguments per operator has this pre-order; it returns None. Given `explicit`, the
+    explicit-tokenized example of the same tree, it also checks `explicit` fully, that dropping
+    its `]` tokens gives these tokens and that the labels agree, and returns the value.
+    """
+    assert tokenization in ("explicit", "lra"), f"unknown tokenization {tokenization!r}"
+    _check_keys(ex, ["inputs", "label"])
+    _check_array(ex, "inputs", None, np.int32)
+    if tokenization == "lra":
+        tokens = ex["inputs"].tolist()
+        label = _check_label(ex)
+        num_operators = sum(tok in LISTOPS_OPERATORS for tok in tokens)
+        n = len(tokens) + num_operators
+        assert min_length <= n <= max_length, (
+            f"explicit length {n} ({len(tokens)} tokens and {num_operators} dropped ]) outside "
+            f"{min_length}..{max_length}"
+        )
+        _check_lra_tokens(tokens, max_args)
+        if explicit is None:
+            return None
+        value = check_listops(
+            explicit,
+            max_depth=max_depth,
+            max_args=max_args,
+            min_length=min_length,
+            max_length=max_length,
+        )
+        stripped = [tok for tok in explicit["inputs"].tolist() if tok != LISTOPS_CLOSE]
+        assert tokens == stripped, "tokens are not the explicit expression with its ] dropped"
+        assert label == value, f"label {label} but the explicit expression evaluates to {value}"
+        return value
+
+    n = ex["inputs"].shape[0]
+    assert min_length <= n <= max_length, f"length {n} outside {min_length}..{max_length}"
+
+    label = _check_label(ex)
     value, deepest_op, most_args = _parse_listops(ex["inputs"])
     assert deepest_op < max_depth, (
         f"an operator sits at depth {deepest_op}, operators must sit above depth {max_depth}"

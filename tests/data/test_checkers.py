@@ -84,6 +84,33 @@ def test_mqar_query_on_odd_offset_fails():
         check_mqar(_seq_example(inputs, {6: 12, 9: 9}), **MQAR)
 
 
+def _mqar_zero_valid():
+    """The pairs and queries of _mqar_valid with token 0 everywhere else."""
+    inputs = [3, 9, 5, 12, 0, 0, 5, 0, 0, 0, 3, 0, 0, 0, 0, 0]
+    return _seq_example(inputs, {6: 12, 10: 9})
+
+
+def test_mqar_zero_fillers_pass():
+    check_mqar(_mqar_zero_valid(), **MQAR, random_fillers=False)
+    # Zero fillers are one draw of random fillers too.
+    check_mqar(_mqar_zero_valid(), **MQAR, random_fillers=True)
+
+
+@pytest.mark.parametrize(
+    "corrupt, match",
+    [
+        (lambda ex: ex, None),  # _mqar_valid's fillers are random
+        (lambda ex: _corrupt(_mqar_zero_valid(), "inputs", 7, 12), r"\[\(7, 12\)\] is not 0"),
+        # A key outside a scored position: a stray query the loss never sees.
+        (lambda ex: _corrupt(_mqar_zero_valid(), "inputs", 14, 3), r"\[\(14, 3\)\] is not 0"),
+        (lambda ex: _corrupt(_mqar_zero_valid(), "inputs", 15, 1), r"\[\(15, 1\)\] is not 0"),
+    ],
+)
+def test_mqar_zero_fillers_corruptions_fail(corrupt, match):
+    with pytest.raises(AssertionError, match=match or "zero fillers expected"):
+        check_mqar(corrupt(_mqar_valid()), **MQAR, random_fillers=False)
+
+
 # --- copying and selective copying -----------------------------------------------------------
 
 COPY = {"seq_len": 12, "num_tokens": 3, "vocab_size": 8}
@@ -291,6 +318,95 @@ def test_check_listops_valid_passes():
 def test_check_listops_corruptions_fail(ex, params, match):
     with pytest.raises(AssertionError, match=match):
         check_listops(ex, **{**LISTOPS, **params})
+
+
+def _lra_example(text, label):
+    """An LRA-tokenized ListOps example: the text's ] dropped."""
+    tokens = _listops_tokens(text)
+    return {"inputs": tokens[tokens != _LISTOPS_WORDS["]"]], "label": np.int32(label)}
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("7", 7),
+        ("[SM 9 8 ]", 7),
+        ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),
+        ("[SM [MAX 2 3 ] [MED 1 9 4 ] 8 ]", 5),
+        ("[MIN [SM 9 9 ] [MAX 2 6 1 ] ]", 6),
+    ],
+)
+def test_check_listops_lra_valid_passes(text, value):
+    lra = _lra_example(text, value)
+    assert _LISTOPS_WORDS["]"] not in lra["inputs"]
+    assert check_listops(lra, **LISTOPS, tokenization="lra") is None
+    explicit = _listops_example(text, value)
+    assert check_listops(lra, **LISTOPS, tokenization="lra", explicit=explicit) == value
+
+
+def test_lra_tokens_are_ambiguous_so_the_label_needs_the_explicit_tree():
+    """Two trees with one LRA tokenization and different values: the tokens cannot decide."""
+    first = _listops_example("[SM [MIN 1 2 ] 3 4 ]", 8)
+    second = _listops_example("[SM [MIN 1 2 3 ] 4 ]", 5)
+    lra = _lra_example("[SM [MIN 1 2 ] 3 4 ]", 8)
+    np.testing.assert_array_equal(lra["inputs"], _lra_example("[SM [MIN 1 2 3 ] 4 ]", 5)["inputs"])
+    for label in (8, 5):
+        assert (
+            check_listops({**lra, "label": np.int32(label)}, **LISTOPS, tokenization="lra") is None
+        )
+    assert check_listops(lra, **LISTOPS, tokenization="lra", explicit=first) == 8
+    with pytest.raises(AssertionError, match="label 8 but the explicit expression evaluates to 5"):
+        check_listops(lra, **LISTOPS, tokenization="lra", explicit=second)
+
+
+@pytest.mark.parametrize(
+    "ex, params, match",
+    [
+        (_listops_example("[SM 9 8 ]", 7), {}, "] at position 3"),
+        (_lra_example("[MIN 3 ]", 3), {}, "MIN at position 0 is followed by fewer than 2"),
+        (_lra_example("[MAX [MIN 3 ] 4 ]", 4), {}, "MAX at position 0 is followed by fewer than 2"),
+        (_lra_example("3 4", 4), {}, "leaves 2..2 values"),
+        (_lra_example("3 [SM 9 8 ]", 7), {}, "leaves 2..2 values"),
+        # Five arguments for max_args 4: no tree reads these tokens.
+        (_lra_example("[MAX 1 2 3 4 5 ]", 5), {}, "no tree with 2..4 arguments"),
+        (_lra_example("", 0), {}, "explicit length 0"),
+        # "[SM 9 8 ]" is 4 tokens long before its ] is dropped.
+        (_lra_example("[SM 9 8 ]", 7), {"min_length": 5}, "explicit length 4"),
+        (_lra_example("[SM 9 8 ]", 7), {"max_length": 3}, "explicit length 4"),
+        ({"inputs": np.array([14, 10, 0], np.int32), "label": 9}, {}, "token 0"),
+        (_lra_example("[SM 9 8 ]", 12), {}, "outside 0..9"),
+        ({**_lra_example("[SM 9 8 ]", 7), "label": np.int64(7)}, {}, "dtype"),
+        ({"inputs": _lra_example("[SM 9 8 ]", 7)["inputs"]}, {}, "keys"),
+    ],
+)
+def test_check_listops_lra_corruptions_fail(ex, params, match):
+    with pytest.raises(AssertionError, match=match):
+        check_listops(ex, **{**LISTOPS, **params}, tokenization="lra")
+
+
+@pytest.mark.parametrize(
+    "lra, explicit, match",
+    [
+        # The explicit twin is checked in full.
+        (_lra_example("[SM 9 8 ]", 7), _listops_example("[SM 9 8 ]", 8), "evaluates to 7"),
+        (
+            _lra_example("[MIN 5 [MAX 2 [SM 3 4 ] ] ]", 5),
+            _listops_example("[MIN 5 [MAX 2 [SM 3 4 ] ] ]", 5),
+            "depth 3",
+        ),
+        # The tokens must be the twin's without its ].
+        (_lra_example("[SM 9 7 ]", 7), _listops_example("[SM 9 8 ]", 7), "with its ] dropped"),
+        (_lra_example("[SM 9 8 ]", 6), _listops_example("[SM 9 8 ]", 7), "label 6 but"),
+    ],
+)
+def test_check_listops_lra_with_its_explicit_twin_fails(lra, explicit, match):
+    with pytest.raises(AssertionError, match=match):
+        check_listops(lra, **LISTOPS, tokenization="lra", explicit=explicit)
+
+
+def test_check_listops_rejects_an_unknown_tokenization():
+    with pytest.raises(AssertionError, match="unknown tokenization 'bpe'"):
+        check_listops(_listops_example("7", 7), **LISTOPS, tokenization="bpe")
 
 
 # --- chars -------------------------------------------------------------------------------------

@@ -79,6 +79,18 @@ def test_mqar_task_rejects_before_writing(tmp_path, overrides, match):
     assert _dataset_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("random_fillers", ["false", 0, None])
+def test_mqar_rejects_a_random_fillers_that_is_not_a_bool(tmp_path, random_fillers):
+    match = _escaped("random_fillers must be True", "or False (token 0", repr(random_fillers))
+    with pytest.raises(ValueError, match=match):
+        mqar_example(
+            _rng(), seq_len=64, num_kv_pairs=4, vocab_size=64, random_fillers=random_fillers
+        )
+    with pytest.raises(ValueError, match=match):
+        get_task("mqar", data_dir=tmp_path, random_fillers=random_fillers).source("train")
+    assert _dataset_files(tmp_path) == []
+
+
 def test_mqar_builder_rejects_odd_seq_len_before_writing(tmp_path):
     # get_task keeps seq_len for itself (see test_generated_task_rejects_seq_len), so an odd
     # length can only reach the config through the builder.
@@ -107,6 +119,16 @@ def test_listops_rejects(tmp_path, overrides, match):
         listops_example(_rng(), **{**LISTOPS, **overrides})
     with pytest.raises(ValueError, match=match):
         get_task("listops", data_dir=tmp_path, **overrides).source("train")
+    assert _dataset_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("tokenization", ["LRA", "bpe", None])
+def test_listops_rejects_an_unknown_tokenization(tmp_path, tokenization):
+    match = _escaped("tokenization must be one of ('explicit', 'lra')", repr(tokenization))
+    with pytest.raises(ValueError, match=match):
+        listops_example(_rng(), **LISTOPS, tokenization=tokenization)
+    with pytest.raises(ValueError, match=match):
+        get_task("listops", data_dir=tmp_path, tokenization=tokenization).source("train")
     assert _dataset_files(tmp_path) == []
 
 
@@ -158,6 +180,18 @@ def test_boundary_parameters_are_accepted():
     assert len(induction_example(_rng(), seq_len=3, vocab_size=3)["inputs"]) == 3
     example = listops_example(_rng(), max_depth=1, max_args=2, min_length=1, max_length=1)
     assert len(example["inputs"]) == 1
+    # The variants at the same limits: zero fillers, and a lone digit with no ] to drop.
+    example = mqar_example(_rng(), seq_len=32, num_kv_pairs=8, vocab_size=18, random_fillers=False)
+    assert len(example["inputs"]) == 32
+    example = listops_example(
+        _rng(), max_depth=1, max_args=2, min_length=1, max_length=1, tokenization="lra"
+    )
+    assert len(example["inputs"]) == 1
+    # The shortest expression with an operator has 4 explicit tokens, 3 under "lra".
+    example = listops_example(
+        _rng(), max_depth=2, max_args=2, min_length=4, max_length=4, tokenization="lra"
+    )
+    assert len(example["inputs"]) == 3
 
 
 # --- task names and parameters --------------------------------------------------------------

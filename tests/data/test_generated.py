@@ -1,5 +1,7 @@
 """Every generated example passes an independent checker; seeds, splits and sizes behave."""
 
+import functools
+import hashlib
 import subprocess
 import sys
 
@@ -39,13 +41,24 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
-SYNTHETIC = ["mqar", "listops", "copying", "selective_copying", "induction_heads"]
+# Each task at its defaults, and the variants a builder parameter selects.
+SYNTHETIC = [
+    ("mqar", {}),
+    ("mqar", {"random_fillers": False}),
+    ("listops", {}),
+    ("listops", {"tokenization": "lra"}),
+    ("copying", {}),
+    ("selective_copying", {}),
+    ("induction_heads", {}),
+]
+SYNTHETIC_IDS = [name + "".join(f"-{k}{v}" for k, v in o.items()) for name, o in SYNTHETIC]
 
 
-@pytest.mark.parametrize("name", SYNTHETIC)
-def test_every_stored_example_passes_the_checker_and_splits_are_disjoint(name, data_dir):
-    task = data.get_task(name, data_dir=data_dir, **SIZES)
-    config = data.generated_builder(name, data_dir=data_dir, **SIZES).builder_config
+@pytest.mark.parametrize("name, overrides", SYNTHETIC, ids=SYNTHETIC_IDS)
+def test_every_stored_example_passes_the_checker_and_splits_are_disjoint(name, overrides, data_dir):
+    task = data.get_task(name, data_dir=data_dir, **SIZES, **overrides)
+    config = data.generated_builder(name, data_dir=data_dir, **SIZES, **overrides).builder_config
+    assert config.task_params().items() >= overrides.items()
     check = _check(name, config.task_params())
     digests = []
     for split, size in zip(builder.SPLITS, SIZES.values()):
@@ -58,9 +71,9 @@ def test_every_stored_example_passes_the_checker_and_splits_are_disjoint(name, d
     assert len(set.union(*digests)) == sum(SIZES.values())  # nor across splits
 
 
-@pytest.mark.parametrize("name", SYNTHETIC)
-def test_same_seed_same_data_other_seed_other_data(name, tmp_path, data_dir):
-    sizes = dict(num_train=30, num_validation=5, num_test=5)
+@pytest.mark.parametrize("name, overrides", SYNTHETIC, ids=SYNTHETIC_IDS)
+def test_same_seed_same_data_other_seed_other_data(name, overrides, tmp_path, data_dir):
+    sizes = dict(num_train=30, num_validation=5, num_test=5, **overrides)
     first = _examples(data.get_task(name, data_dir=data_dir, **sizes).source("train"))
     again = _examples(data.get_task(name, data_dir=str(tmp_path), **sizes).source("train"))
     other = _examples(data.get_task(name, data_dir=data_dir, seed=1, **sizes).source("train"))
@@ -75,11 +88,31 @@ PAPER = [
     ("mqar", data.mqar_example, dict(seq_len=512, num_kv_pairs=64, vocab_size=8192)),
     ("mqar", data.mqar_example, dict(seq_len=64, num_kv_pairs=16, vocab_size=36)),
     (
+        "mqar",
+        data.mqar_example,
+        dict(seq_len=512, num_kv_pairs=64, vocab_size=8192, random_fillers=False),
+    ),
+    (
+        "mqar",
+        data.mqar_example,
+        dict(seq_len=64, num_kv_pairs=16, vocab_size=36, random_fillers=False),
+    ),
+    (
         "listops",
         data.listops_example,
         dict(max_depth=10, max_args=10, min_length=500, max_length=2000),
     ),
     ("listops", data.listops_example, dict(max_depth=3, max_args=2, min_length=1, max_length=9)),
+    (
+        "listops",
+        data.listops_example,
+        dict(max_depth=10, max_args=10, min_length=500, max_length=2000, tokenization="lra"),
+    ),
+    (
+        "listops",
+        data.listops_example,
+        dict(max_depth=3, max_args=2, min_length=1, max_length=9, tokenization="lra"),
+    ),
     ("selective_copying", data.copying_example, dict(seq_len=4096, num_tokens=16, vocab_size=16)),
     ("copying", data.copying_example, dict(seq_len=5, num_tokens=2, vocab_size=4)),
     ("induction_heads", data.induction_example, dict(seq_len=256, vocab_size=16)),
@@ -124,6 +157,127 @@ def test_mqar_queries_follow_the_power_law():
     offsets = np.array(offsets)
     assert np.all(offsets % 2 == 0)
     assert np.mean(offsets < (256 - 16) // 4) > 0.5
+
+
+def test_defaults_draw_what_they_drew_before_the_variants():
+    """The new parameters' defaults leave the stream of examples exactly as it was (digest of the
+    draws before random_fillers and tokenization existed)."""
+    digest = hashlib.sha256()
+    draws = [
+        functools.partial(data.mqar_example, seq_len=128, num_kv_pairs=8, vocab_size=256),
+        functools.partial(
+            data.listops_example, max_depth=10, max_args=10, min_length=32, max_length=256
+        ),
+    ]
+    for draw in draws:
+        for split in data.unique_splits(draw, 0, {"test": 10, "train": 30}).values():
+            for ex in split:
+                for key in sorted(ex):
+                    digest.update(np.asarray(ex[key]).tobytes())
+    assert digest.hexdigest() == (
+        "b404798644b29e4327063b81f74bfa3a81758eace5238d97d74937c0375eee15"
+    )
+
+
+def test_default_configs_keep_their_names(data_dir):
+    assert data.generated_builder("mqar", data_dir=data_dir).builder_config.name == (
+        "small_s128_kv8"
+    )
+    explicit = data.generated_builder("listops/lra", data_dir=data_dir, tokenization="explicit")
+    assert explicit.builder_config.name == "lra"
+
+
+@pytest.mark.parametrize(
+    "name, overrides, config_name, recorded",
+    [
+        (
+            "mqar/s512_kv64",
+            {"random_fillers": False},
+            "s512_kv64-random_fillersFalse",
+            "random_fillers=False",
+        ),
+        ("listops/lra", {"tokenization": "lra"}, "lra-tokenizationlra", "tokenization=lra"),
+    ],
+)
+def test_variant_is_named_and_recorded(name, overrides, config_name, recorded, tmp_path):
+    dataset_builder = data.generated_builder(name, data_dir=str(tmp_path), **overrides)
+    assert dataset_builder.builder_config.name == config_name
+    assert recorded in dataset_builder.info.description
+
+
+def test_mqar_zero_fillers_keep_the_pairs_and_queries():
+    """From one generator state both variants draw the same pairs and query positions; the zero
+    variant differs only where the random one has fillers, and none of its fillers is a key."""
+    params = dict(seq_len=512, num_kv_pairs=64, vocab_size=256)
+    colliding = {True: [], False: []}
+    for seed in range(20):
+        examples = {
+            fillers: data.mqar_example(
+                np.random.default_rng(seed), **params, random_fillers=fillers
+            )
+            for fillers in (True, False)
+        }
+        noisy, zero = examples[True], examples[False]
+        np.testing.assert_array_equal(noisy["targets"], zero["targets"])
+        np.testing.assert_array_equal(noisy["loss_mask"], zero["loss_mask"])
+        kept = np.arange(512) < 128  # the context
+        kept |= zero["loss_mask"]  # and the queries
+        np.testing.assert_array_equal(noisy["inputs"][kept], zero["inputs"][kept])
+        assert not zero["inputs"][~kept].any()
+        for fillers, ex in examples.items():
+            keys = set(ex["inputs"][:128:2].tolist())
+            colliding[fillers].append(sum(tok in keys for tok in ex["inputs"][~kept].tolist()))
+    # 320 random fillers, each a context key with chance 64 / 256: about 80, as the issue says.
+    assert 60 < np.mean(colliding[True]) < 100
+    assert colliding[False] == [0] * 20
+
+
+def _paired_listops(params, seeds):
+    """(explicit, lra) examples drawn from the same generator states."""
+    for seed in seeds:
+        yield tuple(
+            data.listops_example(np.random.default_rng(seed), **params, tokenization=tokenization)
+            for tokenization in ("explicit", "lra")
+        )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(max_depth=10, max_args=10, min_length=500, max_length=2000),
+        dict(max_depth=10, max_args=10, min_length=32, max_length=256),
+        dict(max_depth=3, max_args=2, min_length=1, max_length=9),
+    ],
+    ids=["lra", "small", "edge"],
+)
+def test_listops_lra_tokens_are_the_explicit_tree_without_closing_brackets(params):
+    """The label of an LRA-tokenized example is checked through its explicit twin: the checker
+    evaluates that, and requires the LRA tokens to be it with its ] dropped."""
+    for explicit, lra in _paired_listops(params, range(20)):
+        value = checkers.check_listops(lra, **params, tokenization="lra", explicit=explicit)
+        assert value == int(lra["label"])
+        assert checkers.LISTOPS_CLOSE not in lra["inputs"].tolist()
+
+
+def test_listops_lra_stored_labels_match_the_explicit_trees(data_dir):
+    """The stored LRA variant holds the explicit variant's trees of the same seed, ] dropped.
+
+    (A tree that tokenized like an earlier one would be skipped under "lra" and shift the
+    pairing; at these lengths none does, and generation is deterministic.)"""
+    lra = data.get_task("listops", data_dir=data_dir, tokenization="lra", **SIZES)
+    explicit = data.get_task("listops", data_dir=data_dir, **SIZES)
+    config = data.generated_builder("listops", data_dir=data_dir, **SIZES).builder_config
+    params = {**config.task_params(), "tokenization": "lra"}
+    assert lra.vocab_size == explicit.vocab_size and lra.seq_len == explicit.seq_len
+    assert lra.name.startswith("listops/small-") and lra.name.endswith("-tokenizationlra")
+    lengths = []
+    for split in builder.SPLITS:
+        pairs = zip(_examples(explicit.source(split)), _examples(lra.source(split)), strict=True)
+        for explicit_ex, lra_ex in pairs:
+            checkers.check_listops(lra_ex, **params, explicit=explicit_ex)
+            lengths.append((len(explicit_ex["inputs"]), len(lra_ex["inputs"])))
+    # Every operator loses its ]: a shorter sequence than the length the grammar limits.
+    assert all(n_lra < n for n, n_lra in lengths if n > 1)
 
 
 def test_chars_corpus_is_stdlib_source_split_by_module(data_dir):

@@ -38,12 +38,15 @@ def test_config_resolves_to_a_model_for_its_task(name, size, tmp_path):
         ("seq_len=long", "seq_len must be int"),
         ("selective=maybe", "selective must be true or false"),
         ("dense", "is not key=value"),
+        ("tokenization=bpe", "tokenization must be one of"),
     ],
 )
 def test_bad_arguments_are_refused(arg, match):
     from experiments.configs import copying, mqar
 
-    module = copying if "selective" in arg else mqar
+    from experiments.configs import listops
+
+    module = copying if "selective" in arg else listops if "tokenization" in arg else mqar
     with pytest.raises(ValueError, match=match):
         module.get_config(arg)
 
@@ -75,3 +78,18 @@ def test_command_line_entry_point_with_overrides(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     saved = (tmp_path / "run" / "config.json").read_text()
     assert '"learning_rate": 0.003' in saved and '"num_steps": 3' in saved
+
+
+def test_paper_faithful_variants_reach_the_task_and_the_suites():
+    """Zero MQAR fillers and LRA's ListOps tokenization are task parameters the accelerator
+    suites use; the defaults leave task_params (and dataset names) as they were."""
+    from experiments.configs import compare, listops, mqar
+
+    assert mqar.get_config("random_fillers=false").task_params.random_fillers is False
+    assert "random_fillers" not in mqar.get_config("").task_params
+    assert listops.get_config("tokenization=lra").task_params.tokenization == "lra"
+    assert "tokenization" not in listops.get_config("").task_params
+    zoology = compare.get_config("zoology").tasks
+    assert all(t.train.task_params.random_fillers is False for t in zoology.values())
+    lra = compare.get_config("lra").tasks
+    assert lra["listops_2k"].train.task_params.tokenization == "lra"
