@@ -17,7 +17,7 @@ class MetricWriter:
     remote workdir they are written locally and copied there when the writer closes.
     """
 
-    def __init__(self, workdir: str, *, start_step: int, num_steps: int):
+    def __init__(self, workdir: str, *, start_step: int, num_steps: int, show_progress=True):
         self.enabled = jax.process_index() == 0
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.remote = "://" in str(workdir)
@@ -31,7 +31,14 @@ class MetricWriter:
         if self.remote:
             local_events = tempfile.mkdtemp(prefix="attention_jax_tensorboard_")
         self.tensorboard = tensorboardX.SummaryWriter(str(local_events))
-        self.bar = tqdm.tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        # Runs trained together as one program share the first run's bar.
+        self.bar = tqdm.tqdm(
+            total=num_steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not show_progress,
+        )
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

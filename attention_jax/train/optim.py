@@ -48,8 +48,18 @@ class OptimizerConfig:
             raise ValueError(f"optimizer: need {', '.join(failed)}; got {self}.")
 
 
-def learning_rate_schedule(config: OptimizerConfig, num_steps: int) -> optax.Schedule:
-    """Linear warmup to the peak, then cosine decay to the end, rsqrt decay, or constant."""
+def learning_rate_schedule(
+    config: OptimizerConfig, num_steps: int, peak: jax.Array | None = None
+) -> optax.Schedule:
+    """Linear warmup to the peak, then cosine decay to the end, rsqrt decay, or constant.
+
+    `peak` (default config.learning_rate) may be a traced value: runs that differ only in
+    their rate then train as one vmapped program. Every schedule is linear in its peak, so it
+    is the unit-peak schedule scaled.
+    """
+    if peak is not None:
+        unit = learning_rate_schedule(dataclasses.replace(config, learning_rate=1.0), num_steps)
+        return lambda count: peak * unit(count)
     peak, warmup = config.learning_rate, config.warmup_steps
     if config.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
@@ -77,9 +87,14 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(config: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
-    """The gradient transformation: clip, then the optimizer with its schedule and decay mask."""
-    schedule = learning_rate_schedule(config, num_steps)
+def make_optimizer(
+    config: OptimizerConfig, num_steps: int, peak: jax.Array | None = None
+) -> optax.GradientTransformation:
+    """The gradient transformation: clip, then the optimizer with its schedule and decay mask.
+
+    `peak` overrides config.learning_rate and may be traced (see learning_rate_schedule).
+    """
+    schedule = learning_rate_schedule(config, num_steps, peak)
     mask = None if config.decay_all else decay_mask
     if config.name == "adamw":
         optimizer = optax.adamw(

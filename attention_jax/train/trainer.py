@@ -22,7 +22,7 @@ from attention_jax.train import checkpoint, hosts, metrics, optim, sharding, ste
 from attention_jax.train import config as config_lib
 
 
-class _Preemption:
+class Preemption:
     """Turns SIGTERM (a TPU preemption, a cluster's kill) into a final checkpoint and exit."""
 
     def __init__(self):
@@ -85,7 +85,7 @@ def _eval_pipeline(task, split: str, batch_size: int, **shard):
     )
 
 
-def _eval_batches(task, split, local_batch: int, limit: int | None):
+def eval_batches(task, split, local_batch: int, limit: int | None):
     """This host's batches of one pass over `split` (rows or examples, packed or not).
 
     Hosts can hold one example more or less, and packed text a row more or less: a host that
@@ -123,7 +123,7 @@ def _pad_rows(batch, size: int):
 def evaluate(eval_step, state, task, split, mesh, local_batch, limit=None):
     """Mean loss and accuracy over a split (or its first `limit` batches)."""
     totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in _eval_batches(task, split, local_batch, limit):
+    for batch in eval_batches(task, split, local_batch, limit):
         sums = eval_step(state, sharding.global_batch(batch, mesh))
         for name, value in jax.device_get(sums).items():
             totals[name] += float(value)
@@ -230,7 +230,7 @@ def train_and_evaluate(
     # Held out: validation during training (real datasets without one use test), then both.
     eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
     done = start
-    with _Preemption() as preemption:
+    with Preemption() as preemption:
         timer, timed_steps = time.perf_counter(), 0
         for current in range(start, config.num_steps):
             state, step_metrics = train_step(state, next(train_iter))
