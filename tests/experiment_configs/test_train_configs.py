@@ -42,9 +42,7 @@ def test_config_resolves_to_a_model_for_its_task(name, size, tmp_path):
     ],
 )
 def test_bad_arguments_are_refused(arg, match):
-    from experiments.configs import copying, mqar
-
-    from experiments.configs import listops
+    from experiments.configs import copying, listops, mqar
 
     module = copying if "selective" in arg else listops if "tokenization" in arg else mqar
     with pytest.raises(ValueError, match=match):
