@@ -66,6 +66,8 @@ class TaskSpec:
     metric: str
     # The task's own learning-rate sweep; empty: the suite's.
     learning_rates: tuple[float, ...] = ()
+    # The validation score whose first reaching is reported as time to target; None: none.
+    target: float | None = None
 
     @property
     def causal(self) -> bool:
@@ -103,6 +105,7 @@ class Suite:
                 _with_data_dir(spec.train, data_dir),
                 spec.metric,
                 tuple(float(lr) for lr in spec.get("learning_rates", ())),
+                None if spec.get("target") is None else float(spec.target),
             )
             for label, spec in config.tasks.items()
         )

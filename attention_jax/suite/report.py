@@ -23,7 +23,8 @@ COST_COLUMNS = (
     ("exponent_fwd_bwd_s", "time exp.", 1, 2),
 )
 _CSV_COLUMNS = (
-    "task kind seed learning_rate metric value validation params params_vs_dense "
+    "task kind seed learning_rate metric value validation steps_to_target seconds_to_target "
+    "params params_vs_dense "
     "flops_per_token train_step_ms eval_step_ms peak_memory_mib exponent_fwd_bwd_s "
     "exponent_fwd_bwd_bytes exponent_fwd_flops theory_exponent"
 ).split()
@@ -51,7 +52,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """One record per (task, kind): quality mean/std over the seeds that did not diverge, how
-    many did not (`finite`) of how many ran (`seeds`), and the costs (equal across seeds)."""
+    many did not (`finite`) of how many ran (`seeds`), time to target averaged over the seeds
+    that reached it (`reached` of them), and the costs (equal across seeds)."""
     out = {}
     for row in rows:
         out.setdefault((row["task"], row["kind"]), []).append(row)
@@ -59,9 +61,23 @@ def summarize(rows: list[dict]) -> list[dict]:
     for group in out.values():
         finite = [r["value"] for r in group if math.isfinite(r["value"])]
         mean, std = _mean_std(finite)
-        shared = {k: v for k, v in group[0].items() if k not in ("seed", "value", "validation")}
+        per_seed = ("seed", "value", "validation", "steps_to_target", "seconds_to_target")
+        shared = {k: v for k, v in group[0].items() if k not in per_seed}
+        reached = [r for r in group if math.isfinite(r.get("steps_to_target", math.nan))]
+        to_target = {
+            name: _mean_std([r[name] for r in reached])[0]
+            for name in ("steps_to_target", "seconds_to_target")
+        }
         summary.append(
-            {**shared, "mean": mean, "std": std, "finite": len(finite), "seeds": len(group)}
+            {
+                **shared,
+                "mean": mean,
+                "std": std,
+                "finite": len(finite),
+                "seeds": len(group),
+                "reached": len(reached),
+                **to_target,
+            }
         )
     return summary
 
@@ -81,15 +97,23 @@ def task_table(task, summary: list[dict]) -> list[str]:
     """The Markdown table of one task: quality, parameters and costs per kind."""
     mine = [s for s in summary if s["task"] == task.label]
     arrow = "↑" if task.higher_is_better else "↓"
+    target = task.target is not None
     lines = [
         f"### {task.label}: test {task.metric} {arrow}",
         "",
         "| kind | "
-        + f"{task.metric} | lr | params | "
+        + f"{task.metric} | "
+        + (f"steps to {task.target:g} | s to {task.target:g} | " if target else "")
+        + "lr | params | "
         + " | ".join(header for _, header, *_ in COST_COLUMNS)
         + " | theory exp. |",
-        "|---|---:|---:|---:|" + "---:|" * len(COST_COLUMNS) + "---:|",
+        "|---|---:|"
+        + ("---:|---:|" if target else "")
+        + "---:|---:|"
+        + "---:|" * len(COST_COLUMNS)
+        + "---:|",
     ]
+    best_seconds = _best([s["seconds_to_target"] for s in mine], True)
     best_quality = _best([s["mean"] for s in mine], not task.higher_is_better)
     best_cost = {c: _best([s[c] for s in mine], True) for c, *_ in COST_COLUMNS}
     for s in mine:
@@ -103,12 +127,27 @@ def task_table(task, summary: list[dict]) -> list[str]:
             _bold_if(_fmt(s[c] * scale, digits), s[c], best_cost[c])
             for c, _, scale, digits in COST_COLUMNS
         ]
+        reach = ""
+        if target:
+            reach = _time_to_target(s, best_seconds) + " | "
         lines.append(
-            f"| {s['kind']} | {quality} | {s['learning_rate']:g} | {params} | "
+            f"| {s['kind']} | {quality} | {reach}{s['learning_rate']:g} | {params} | "
             + " | ".join(costs)
             + f" | {s['theory_exponent']:g} |"
         )
     return lines
+
+
+def _time_to_target(s: dict, best_seconds) -> str:
+    """'steps (reached/seeds) | seconds' over the seeds that reached the target, or 'not
+    reached'."""
+    if not s["reached"]:
+        return f"not reached (0/{s['seeds']}) | —"
+    steps = f"{s['steps_to_target']:.0f}"
+    if s["reached"] < s["seeds"]:
+        steps += f" ({s['reached']}/{s['seeds']})"
+    seconds = _bold_if(_fmt(s["seconds_to_target"], 1), s["seconds_to_target"], best_seconds)
+    return f"{steps} | {seconds}"
 
 
 def sweep_table(suite: Suite, sweep_rows: list[dict]) -> list[str]:
@@ -162,7 +201,10 @@ def markdown(suite: Suite, rows, sweep_rows, sweeps, device: str, skipped) -> st
         "step's compiled memory. Time exp.: the fitted p of forward+backward time ~ n^p for one "
         f"attention layer (d_model {cost['d_model']}, {cost['num_heads']} heads, "
         f"n = {', '.join(map(str, cost['seq_lens']))}). Best of each column in bold; ⚠ marks "
-        f"parameter counts more than {PARAMS_TOLERANCE:.0%} off dense's.",
+        f"parameter counts more than {PARAMS_TOLERANCE:.0%} off dense's. Steps to target: "
+        "the first validation evaluation at or past the task's target, averaged over the seeds "
+        "that reached it (k/n when not all did); seconds = those steps x the kind's median "
+        "train step, so every kind is timed on the same clock.",
         "",
     ]
     for task in suite.tasks:

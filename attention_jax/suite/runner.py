@@ -1,8 +1,11 @@
 """run_suite(config, workdir): train every kind on every task, measure cost, write the report.
 
 Each run lives in runs/<task>/<kind>/lr<lr>/seed<seed>. A run with results.json is finished
-and is read, not retrained; any other run resumes from its newest checkpoint. Costs are cached
-as JSON under cost/. So re-running the same command after an interruption continues it.
+and is read, not retrained. On one device the runs of a (task, kind) train as vmapped groups:
+first every learning rate on the first seed, then the other seeds at the best rate; a group
+resumes from its checkpoint under runs/<task>/<kind>/groups/ (on several devices, each run from
+its own). Costs are cached as JSON under cost/. So re-running the same command after an
+interruption continues it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from tqdm.auto import tqdm
 
 from attention_jax.suite import cost, plan, report
 from attention_jax.train import config as config_lib
-from attention_jax.train import trainer
+from attention_jax.train import group, metrics, trainer
 
 
 class SuiteStopped(Exception):
@@ -30,28 +33,63 @@ def _read_json(path: str):
         return json.load(f)
 
 
-def _train(config, run_dir: str, devices, tasks: dict) -> dict[str, float]:
-    """The run's results: read when finished, else trained (resuming from a checkpoint).
-
-    `tasks` holds the loaded task of each config.task, so a task's splits are read once.
-    """
+def _finished(config, run_dir: str) -> dict[str, float] | None:
+    """The run's results if it finished; None if it must train (or resume)."""
     written = os.path.join(run_dir, "config.json")
-    typed = config_lib.from_config_dict(config)
-    wanted = config_lib.to_json(typed)
-    if os.path.exists(written) and _read_json(written) != wanted:
+    if os.path.exists(written) and _read_json(written) != config_lib.to_json(config):
         raise ValueError(
             f"{run_dir} holds a run of a different config than the suite asks for now (the "
             "suite's task, kind or steps changed); use a new workdir or delete that run."
         )
     finished = os.path.join(run_dir, "results.json")
-    if os.path.exists(finished):
-        return _read_json(finished)
-    results = trainer.train_and_evaluate(
-        config, run_dir, devices=devices, task=_loaded_task(typed, tasks)
-    )
-    if "train/steps" not in results:
-        raise SuiteStopped(f"{run_dir} stopped before its last step; rerun to continue.")
+    return _read_json(finished) if os.path.exists(finished) else None
+
+
+def _train_runs(workdir, task, kind, members, devices, tasks: dict) -> dict:
+    """{(lr, seed): results} of `members`: read when finished, else trained.
+
+    On one device the unfinished members train together as one vmapped program
+    (`train.group`, compiled once, checkpointed under runs/<task>/<kind>/groups/); on several,
+    each trains alone, sharded over them. `tasks` holds the loaded task of each config.task, so
+    a task's splits are read once.
+    """
+    configs = {m: plan.run_config(task, kind, *m) for m in members}
+    dirs = {m: plan.run_dir(workdir, task, kind, *m) for m in members}
+    results = {m: _finished(config_lib.from_config_dict(configs[m]), dirs[m]) for m in members}
+    pending = [m for m in members if results[m] is None]
+    if not pending:
+        return results
+    loaded = _loaded_task(config_lib.from_config_dict(configs[pending[0]]), tasks)
+    if len(devices or jax.devices()) == 1:
+        name = "+".join(f"lr{lr:g}-seed{seed}" for lr, seed in pending)
+        trained = group.train_group(
+            [configs[m] for m in pending],
+            [dirs[m] for m in pending],
+            os.path.join(workdir, "runs", task.label, kind.label, "groups", name),
+            task=loaded,
+        )
+    else:
+        trained = [
+            trainer.train_and_evaluate(configs[m], dirs[m], devices=devices, task=loaded)
+            for m in pending
+        ]
+    for m, values in zip(pending, trained, strict=True):
+        if "train/steps" not in values:
+            raise SuiteStopped(f"{dirs[m]} stopped before its last step; rerun to continue.")
+        results[m] = values
     return results
+
+
+def steps_to_target(run_dir: str, task: plan.TaskSpec) -> float:
+    """The first step whose validation score reached the task's target (NaN: never)."""
+    if task.target is None:
+        return math.nan
+    sign = 1.0 if task.higher_is_better else -1.0
+    for record in metrics.read_metrics(run_dir):
+        value = record.get(f"validation/{task.metric}")
+        if value is not None and sign * value >= sign * task.target:
+            return float(record["step"])
+    return math.nan
 
 
 def _loaded_task(config: config_lib.TrainConfig, tasks: dict):
@@ -118,20 +156,21 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
     sweep_rows, final, tasks = [], {}, {}
     pairs = list(suite.pairs())
     for task, kind in tqdm(pairs, desc="suite", unit="pair"):
-        validation = {}
-        for lr in task.learning_rates or suite.learning_rates:
-            seed = suite.seeds[0]
-            run_dir = plan.run_dir(workdir, task, kind, lr, seed)
-            results = _train(plan.run_config(task, kind, lr, seed), run_dir, devices, tasks)
-            validation[lr] = _score(results, task, "validation")
+        rates = task.learning_rates or suite.learning_rates
+        first = suite.seeds[0]
+        swept = _train_runs(workdir, task, kind, [(lr, first) for lr in rates], devices, tasks)
+        for (lr, seed), results in swept.items():
             sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
+        validation = {lr: _score(results, task, "validation") for (lr, _), results in swept.items()}
         best = _best_learning_rate(validation, task)
+        others = [(best, seed) for seed in suite.seeds[1:]]
+        seeded = _train_runs(workdir, task, kind, others, devices, tasks)
+        for (lr, seed), results in seeded.items():
+            sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
         for seed in suite.seeds:
-            run_dir = plan.run_dir(workdir, task, kind, best, seed)
-            results = _train(plan.run_config(task, kind, best, seed), run_dir, devices, tasks)
-            if seed != suite.seeds[0]:
-                sweep_rows.append(_sweep_row(task, kind, best, seed, results))
-            final[task.label, kind.label, seed] = (best, results)
+            results = swept[best, seed] if seed == first else seeded[best, seed]
+            reached = steps_to_target(plan.run_dir(workdir, task, kind, best, seed), task)
+            final[task.label, kind.label, seed] = (best, results, reached)
         logging.info("%s / %s: best learning rate %g", task.label, kind.label, best)
 
     device = jax.devices()[0].device_kind
@@ -180,7 +219,7 @@ def _sweep_row(task, kind, lr, seed, results) -> dict:
     }
 
 
-def _result_row(suite, task, kind, seed, lr, results, costs, sweeps) -> dict:
+def _result_row(suite, task, kind, seed, lr, results, reached, costs, sweeps) -> dict:
     dense_params = costs.get((task.label, "dense"), {}).get("params")
     measured = costs[task.label, kind.label]
     return {
@@ -191,6 +230,9 @@ def _result_row(suite, task, kind, seed, lr, results, costs, sweeps) -> dict:
         "metric": task.metric,
         "value": _score(results, task, "test"),
         "validation": _score(results, task, "validation"),
+        # Seconds at this kind's measured train step time, so kinds compare on one clock.
+        "steps_to_target": reached,
+        "seconds_to_target": reached * measured["train_step_ms"] / 1e3,
         **measured,
         "params_vs_dense": measured["params"] / dense_params if dense_params else math.nan,
         **cost.exponents(sweeps[kind.label]),

@@ -86,7 +86,8 @@ def _check_membership(group_dir: str, workdirs, configs) -> None:
     """Refuses to resume a group's checkpoint for other members or configs."""
     path = os.path.join(group_dir, "members.json")
     members = [
-        {"workdir": os.path.abspath(w), "config": config_lib.to_json(c)}
+        # Relative, so a moved or copied directory of runs still resumes.
+        {"workdir": os.path.relpath(w, group_dir), "config": config_lib.to_json(c)}
         for w, c in zip(workdirs, configs, strict=True)
     ]
     if os.path.exists(path):

@@ -36,12 +36,7 @@ def test_every_suite_config_is_checked_and_fair():
 
 def test_cpu_suite_has_the_issued_tasks_and_kinds():
     suite = plan.Suite.from_config(_suite("cpu"))
-    assert [t.label for t in suite.tasks] == [
-        "chars_128",
-        "listops_small",
-        "mqar_128_8",
-        "mqar_256_16",
-    ]
+    assert [t.label for t in suite.tasks] == ["chars_256", "mqar_64_4"]
     assert {k.label for k in suite.kinds} == {
         "dense",
         "flash",
@@ -53,23 +48,31 @@ def test_cpu_suite_has_the_issued_tasks_and_kinds():
         "linformer",
         "switchhead",
     }
-    assert len(suite.seeds) > 1 and len(suite.learning_rates) > 1
+    assert len(suite.seeds) >= 3
     for task in suite.tasks:
         assert task.train.model.d_model == 64
+        assert task.target is not None and task.train.eval_every < task.train.num_steps
+    # Recall is judged where the literature's separation shows: MQAR (64, 4), local attention
+    # seeing fewer keys back than most key-query gaps.
+    mqar = next(t for t in suite.tasks if t.label == "mqar_64_4")
+    assert (mqar.train.seq_len or 64, mqar.train.optimizer.schedule) == (64, "constant")
+    local = next(k for k in suite.kinds if k.label == "local")
+    assert local.kind_params["local_window_size"][0] < 64 // 2
 
 
 def test_linformer_is_skipped_on_causal_tasks_only():
-    suite = plan.Suite.from_config(_suite("cpu"))
+    suite = plan.Suite.from_config(_suite("lra"))
     linformer = next(k for k in suite.kinds if k.label == "linformer")
-    reasons = {t.label: plan.skip_reason(t, linformer) for t in suite.tasks}
-    assert reasons["listops_small"] is None
-    assert reasons["mqar_128_8"] == "linformer is not causal"
-    assert ("mqar_128_8", "linformer") not in {(t.label, k.label) for t, k in suite.pairs()}
+    assert plan.skip_reason(suite.tasks[0], linformer) is None  # classification
+    cpu = plan.Suite.from_config(_suite("cpu"))
+    task = next(t for t in cpu.tasks if t.label == "mqar_64_4")
+    assert plan.skip_reason(task, linformer) == "linformer is not causal"
+    assert ("mqar_64_4", "linformer") not in {(t.label, k.label) for t, k in cpu.pairs()}
 
 
 def test_run_config_changes_attention_rate_and_model_seed_but_not_the_data():
     suite = plan.Suite.from_config(_suite("cpu"))
-    task = next(t for t in suite.tasks if t.label == "mqar_128_8")
+    task = next(t for t in suite.tasks if t.label == "mqar_64_4")
     switchhead = next(k for k in suite.kinds if k.label == "switchhead")
     config = plan.run_config(task, switchhead, 1e-2, 1)
     assert config.model.attention == "dense"
@@ -77,7 +80,7 @@ def test_run_config_changes_attention_rate_and_model_seed_but_not_the_data():
     assert config.optimizer.learning_rate == 1e-2 and config.seed == 1
     assert config.task_params.seed == task.train.task_params.seed
     assert (
-        plan.run_dir("W", task, switchhead, 1e-2, 1) == "W/runs/mqar_128_8/switchhead/lr0.01/seed1"
+        plan.run_dir("W", task, switchhead, 1e-2, 1) == "W/runs/mqar_64_4/switchhead/lr0.01/seed1"
     )
 
 

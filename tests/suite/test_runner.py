@@ -4,22 +4,23 @@ rate choice, seeds, diverged runs, preemption, changed configs and stale costs."
 import json
 import math
 import os
+from dataclasses import replace
 
 import pytest
 
-from attention_jax.suite import cost, runner
+from attention_jax.suite import cost, plan, report, runner
 from attention_jax.train import config as config_lib
 from attention_jax.train import trainer
 from experiments.configs import compare
 
-# Validation and test accuracy by (kind, learning rate, seed); linear prefers the larger rate.
+# Validation and test accuracy by (kind, learning rate, seed); local prefers the larger rate.
 SCORES = {
     ("dense", 3e-3, 0): 0.6,
     ("dense", 1e-2, 0): 0.5,
     ("dense", 3e-3, 1): 0.8,
-    ("linear", 3e-3, 0): 0.2,
-    ("linear", 1e-2, 0): 0.3,
-    ("linear", 1e-2, 1): 0.4,
+    ("local", 3e-3, 0): 0.2,
+    ("local", 1e-2, 0): 0.3,
+    ("local", 1e-2, 1): 0.4,
 }
 
 
@@ -77,12 +78,12 @@ def test_best_rate_on_the_first_seed_then_every_seed_at_it(tmp_path, scripted):
     rows = runner.run_suite(_config(), str(tmp_path))
     by_kind = {(r["kind"], r["seed"]): r for r in rows}
     assert by_kind["dense", 0]["learning_rate"] == 3e-3 == by_kind["dense", 1]["learning_rate"]
-    assert by_kind["linear", 1]["learning_rate"] == 1e-2
+    assert by_kind["local", 1]["learning_rate"] == 1e-2
     assert sorted(scripted["train"]) == sorted(SCORES)  # each run once, no other
-    assert by_kind["linear", 0]["params_vs_dense"] == pytest.approx(1.2)
+    assert by_kind["local", 0]["params_vs_dense"] == pytest.approx(1.2)
     assert by_kind["dense", 0]["exponent_fwd_flops"] == pytest.approx(2.0)
     text = (tmp_path / "results.md").read_text()
-    # dense: mean of 0.6 and 0.8, sample std 0.141; linear: 0.3 and 0.4.
+    # dense: mean of 0.6 and 0.8, sample std 0.141; local: 0.3 and 0.4.
     assert "**0.700 ± 0.141**" in text and "0.350 ± 0.071" in text
     assert "⚠ 1.20× dense" in text
 
@@ -124,3 +125,40 @@ def test_costs_are_measured_again_only_when_their_settings_change(tmp_path, scri
     runner.run_suite(wider, str(tmp_path))
     assert (scripted["task_cost"], scripted["length_sweep"]) == (2, 4)
     assert len(scripted["train"]) == len(SCORES)  # and nothing was trained again
+
+
+def test_steps_to_target_is_the_first_validation_at_or_past_it(tmp_path):
+    records = [
+        {"step": 10, "train/loss": 3.0},
+        {"step": 10, "validation/accuracy": 0.5, "validation/loss": 2.6},
+        {"step": 20, "validation/accuracy": 0.91, "validation/loss": 2.4},
+        {"step": 30, "validation/accuracy": 0.88, "validation/loss": 2.3},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    tiny = plan.Suite.from_config(compare.get_config("tiny")).tasks[0]
+    assert runner.steps_to_target(str(tmp_path), tiny) == 20  # target accuracy 0.9
+    assert math.isnan(runner.steps_to_target(str(tmp_path), replace(tiny, target=0.95)))
+    loss = replace(tiny, metric="loss", target=2.5)
+    assert runner.steps_to_target(str(tmp_path), loss) == 20  # lower is better
+    assert math.isnan(runner.steps_to_target(str(tmp_path), replace(tiny, target=None)))
+
+
+def test_time_to_target_is_averaged_over_the_seeds_that_reached_it():
+    rows = [
+        dict(
+            task="t",
+            kind="k",
+            seed=s,
+            value=0.9,
+            validation=0.9,
+            steps_to_target=x,
+            seconds_to_target=x * 0.01,
+        )
+        for s, x in enumerate([100.0, 300.0, math.nan])
+    ]
+    (summary,) = report.summarize(rows)
+    assert (summary["reached"], summary["seeds"]) == (2, 3)
+    assert summary["steps_to_target"] == 200 and summary["seconds_to_target"] == pytest.approx(2)
+    assert report._time_to_target(summary, 2.0) == "200 (2/3) | **2.0**"
+    none = report.summarize([{**rows[2], "seed": 0}])[0]
+    assert report._time_to_target(none, None) == "not reached (0/1) | —"

@@ -1,5 +1,6 @@
-"""The tiny suite end to end: CSV columns, the Markdown table, valid PNGs, and a resume that
-reads finished runs instead of training them again."""
+"""The tiny suite end to end: dense learns its recall task and local attention cannot; CSV
+columns, the Markdown table with time to target, valid PNGs, and a resume that reads finished
+runs instead of training them again."""
 
 import csv
 import json
@@ -13,11 +14,12 @@ import pytest
 
 from attention_jax import suite
 from attention_jax.suite import plan
-from attention_jax.train import trainer
+from attention_jax.train import group, trainer
 from experiments.configs import compare
 
 COLUMNS = (
-    "task kind seed learning_rate metric value validation params params_vs_dense "
+    "task kind seed learning_rate metric value validation steps_to_target seconds_to_target "
+    "params params_vs_dense "
     "flops_per_token train_step_ms eval_step_ms peak_memory_mib exponent_fwd_bwd_s "
     "exponent_fwd_bwd_bytes exponent_fwd_flops theory_exponent"
 ).split()
@@ -49,7 +51,7 @@ def test_results_csv_has_every_column_and_a_row_per_kind_and_seed(finished):
     assert list(rows[0]) == COLUMNS
     assert sorted((r["task"], r["kind"], r["seed"]) for r in rows) == [
         ("mqar_tiny", "dense", "0"),
-        ("mqar_tiny", "linear", "0"),
+        ("mqar_tiny", "local", "0"),
     ]
     for row in rows:
         for column in ("value", "params", "flops_per_token", "train_step_ms", "peak_memory_mib"):
@@ -59,6 +61,17 @@ def test_results_csv_has_every_column_and_a_row_per_kind_and_seed(finished):
     dense = next(r for r in rows if r["kind"] == "dense")
     assert float(dense["params_vs_dense"]) == 1.0
     assert float(dense["theory_exponent"]) == 2.0
+
+
+def test_dense_learns_the_recall_task_and_short_local_attention_cannot(finished):
+    """The regression guard of the comparison's recall task, at a scale that trains in seconds:
+    exact attention must learn associative recall; a window of two keys must stay near chance."""
+    _, workdir, _ = finished
+    rows = {r["kind"]: r for r in _read_csv(os.path.join(workdir, "results.csv"))}
+    assert float(rows["dense"]["value"]) >= 0.9
+    assert 0 < float(rows["dense"]["steps_to_target"]) <= 200
+    assert float(rows["local"]["value"]) < 0.2
+    assert rows["local"]["steps_to_target"] == "nan"
 
 
 def test_reported_quality_is_the_test_score_of_the_best_validation_rate(finished):
@@ -91,15 +104,19 @@ def test_markdown_table_lists_every_kind_with_marked_bests(finished):
     with open(os.path.join(workdir, "results.md")) as f:
         text = f.read()
     assert "### mqar_tiny: test accuracy ↑" in text
-    assert "| kind | accuracy | lr | params | MFLOP/token | train step ms |" in text
-    table = [line for line in text.splitlines() if line.startswith(("| dense |", "| linear |"))]
+    assert (
+        "| kind | accuracy | steps to 0.9 | s to 0.9 | lr | params | MFLOP/token | train step ms |"
+        in text
+    )
+    table = [line for line in text.splitlines() if line.startswith(("| dense |", "| local |"))]
     assert len(table) == 4  # the task table and the sweep table, each with both kinds
     cells = [line.strip("|").split("|") for line in table[:2]]
-    header = "quality lr params flops step eval memory exponent theory".split()
+    header = "quality steps seconds lr params flops step eval memory exponent theory".split()
     for column, name in enumerate(header, start=1):
         marked = ["**" in row[column] for row in cells]
-        # Quality and every cost column mark their best; lr, params and theory do not.
-        assert any(marked) == (name not in ("lr", "params", "theory")), name
+        # Quality, time to target and every cost column mark their best; the others do not.
+        assert any(marked) == (name not in ("steps", "lr", "params", "theory")), name
+    assert "not reached (0/1)" in table[1]
     assert "### Learning-rate sweep" in text and "| mqar_tiny | dense |" in text
 
 
@@ -122,23 +139,27 @@ def test_rerun_reads_finished_runs_without_training(finished, tmp_path, monkeypa
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(trainer, "train_and_evaluate", refuse)
+    monkeypatch.setattr(group, "train_group", refuse)
     again = suite.run_suite(_tiny(root), copy, devices=jax.devices()[:1])
-    assert again == rows
+    assert json.dumps(again) == json.dumps(rows)  # NaN (a target not reached) equals itself
 
 
-def test_rerun_finishes_an_interrupted_run_from_its_checkpoint(finished, tmp_path):
+def test_rerun_finishes_an_interrupted_group_from_its_checkpoint(finished, tmp_path):
     root, workdir, rows = finished
     copy = str(tmp_path / "suite")
     shutil.copytree(workdir, copy)
-    task, kind = _specs("linear")
-    run = plan.run_dir(copy, task, kind, 1e-2, 0)
-    os.remove(os.path.join(run, "results.json"))  # as if stopped after its last checkpoint
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        logged = f.read()
+    task, kind = _specs("local")
+    runs = [plan.run_dir(copy, task, kind, lr, 0) for lr in (3e-3, 1e-2)]  # one vmapped group
+    logged = []
+    for run in runs:
+        os.remove(os.path.join(run, "results.json"))  # as if stopped after its last checkpoint
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            logged.append(f.read())
     again = suite.run_suite(_tiny(root), copy, devices=jax.devices()[:1])
-    assert os.path.exists(os.path.join(run, "results.json"))
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-        resumed = f.read()[len(logged) :]
-    # Only the final evaluation was added: no training step ran again.
-    assert "train/loss" not in resumed and "test/accuracy" in resumed
+    for run, before in zip(runs, logged):
+        assert os.path.exists(os.path.join(run, "results.json"))
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            resumed = f.read()[len(before) :]
+        # Only the final evaluation was added: no training step ran again.
+        assert "train/loss" not in resumed and "test/accuracy" in resumed
     assert [r["value"] for r in again] == [r["value"] for r in rows]
