@@ -48,7 +48,7 @@ def test_cpu_suite_has_the_issued_tasks_and_kinds():
         "linformer",
         "switchhead",
     }
-    assert len(suite.seeds) >= 3
+    assert len(suite.seeds) >= 2
     for task in suite.tasks:
         assert task.train.model.d_model == 64
         assert task.target is not None and task.train.eval_every < task.train.num_steps
@@ -195,3 +195,11 @@ def test_zoology_covers_figure_two():
     got = {(t.train.task, t.train.model.d_model) for t in suite.tasks}
     expected = itertools.product(compare.ZOOLOGY_SIZES, (64, 128, 256, 512))
     assert got == {(f"mqar/s{n}_kv{kv}", d) for (n, kv), d in expected}
+
+
+def test_quick_is_the_first_seed_of_cpu_so_cpu_reuses_its_runs():
+    quick, cpu = (plan.Suite.from_config(_suite(name)) for name in ("quick", "cpu"))
+    assert quick.seeds == cpu.seeds[:1] and quick.kinds == cpu.kinds
+    for task in quick.tasks:
+        same = next(t for t in cpu.tasks if t.label == task.label)
+        assert task.train.to_dict() == same.train.to_dict()
