@@ -15,11 +15,13 @@ def _kind(label, attention, kind_params=None, moe_attention=None):
 @pytest.mark.parametrize(
     "kind, flops_range, memory_range",
     [
-        (_kind("dense", "dense"), (1.8, 2.05), (1.8, 2.2)),
+        # Dense keeps one to three n x n arrays for its backward, as XLA's buffer assignment
+        # decides per n: memory fits n^1.6..2, far from the linear kinds' n^1.
+        (_kind("dense", "dense"), (1.8, 2.05), (1.6, 2.2)),
         (
             _kind("switchhead", "dense", moe_attention={"num_experts": 2, "top_k": 1}),
             (1.8, 2.05),
-            (1.8, 2.2),
+            (1.6, 2.2),
         ),
         (_kind("local", "local", {"local_window_size": (32, 32)}), (0.95, 1.1), (0.5, 1.1)),
         (_kind("linear", "linear", {"feature_map": "elu"}), (0.95, 1.05), (0.5, 1.1)),
