@@ -30,7 +30,9 @@ def test_flash_memory_grows_linearly_dense_quadratically():
     }
     dense_p = bench.fit_exponent(ns, [r.fwd_bwd_bytes for r in rows["dense"]])
     flash_p = bench.fit_exponent(ns, [r.fwd_bwd_bytes for r in rows["flash"]])
-    assert dense_p > 1.8
+    # Dense keeps one to three n x n arrays for its backward (XLA's buffer assignment decides
+    # per n): clearly superlinear, as flash is not.
+    assert dense_p > 1.6
     assert flash_p < 1.2
     # A zero budget means nothing runs: the rows say so instead of timing anything.
     assert all(math.isnan(r.fwd_s) and "not run" in r.note for r in rows["flash"])
