@@ -158,17 +158,21 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
     for task, kind in tqdm(pairs, desc="suite", unit="pair"):
         rates = task.learning_rates or suite.learning_rates
         first = suite.seeds[0]
-        swept = _train_runs(workdir, task, kind, [(lr, first) for lr in rates], devices, tasks)
-        for (lr, seed), results in swept.items():
-            sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
-        validation = {lr: _score(results, task, "validation") for (lr, _), results in swept.items()}
+        # With one rate there is nothing to choose: every seed trains in the first group.
+        sweep_seeds = suite.seeds if len(rates) == 1 else (first,)
+        swept = _train_runs(
+            workdir, task, kind, [(lr, s) for lr in rates for s in sweep_seeds], devices, tasks
+        )
+        validation = {
+            lr: _score(r, task, "validation") for (lr, s), r in swept.items() if s == first
+        }
         best = _best_learning_rate(validation, task)
-        others = [(best, seed) for seed in suite.seeds[1:]]
-        seeded = _train_runs(workdir, task, kind, others, devices, tasks)
-        for (lr, seed), results in seeded.items():
+        others = [(best, seed) for seed in suite.seeds if (best, seed) not in swept]
+        trained = swept | _train_runs(workdir, task, kind, others, devices, tasks)
+        for (lr, seed), results in trained.items():
             sweep_rows.append(_sweep_row(task, kind, lr, seed, results))
         for seed in suite.seeds:
-            results = swept[best, seed] if seed == first else seeded[best, seed]
+            results = trained[best, seed]
             reached = steps_to_target(plan.run_dir(workdir, task, kind, best, seed), task)
             final[task.label, kind.label, seed] = (best, results, reached)
         logging.info("%s / %s: best learning rate %g", task.label, kind.label, best)

@@ -162,3 +162,17 @@ def test_time_to_target_is_averaged_over_the_seeds_that_reached_it():
     assert report._time_to_target(summary, 2.0) == "200 (2/3) | **2.0**"
     none = report.summarize([{**rows[2], "seed": 0}])[0]
     assert report._time_to_target(none, None) == "not reached (0/1) | —"
+
+
+def test_a_single_rate_trains_every_seed_in_the_first_group(tmp_path, scripted, monkeypatch):
+    monkeypatch.setitem(SCORES, ("local", 3e-3, 1), 0.25)
+    config = _config()
+    config.learning_rates = (3e-3,)
+    rows = runner.run_suite(config, str(tmp_path))
+    assert sorted(scripted["train"]) == sorted(k for k in SCORES if k[1] == 3e-3)
+    assert {(r["kind"], r["seed"], r["value"]) for r in rows} == {
+        ("dense", 0, 0.6),
+        ("dense", 1, 0.8),
+        ("local", 0, 0.2),
+        ("local", 1, 0.25),
+    }
