@@ -2,10 +2,10 @@
 
 Each run lives in runs/<task>/<kind>/lr<lr>/seed<seed>. A run with results.json is finished
 and is read, not retrained. On one device the runs of a (task, kind) train as vmapped groups:
-first every learning rate on the first seed, then the other seeds at the best rate; a group
-resumes from its checkpoint under runs/<task>/<kind>/groups/ (on several devices, each run from
-its own). Costs are cached as JSON under cost/. So re-running the same command after an
-interruption continues it.
+first every learning rate on the first seed, then the other seeds at the best rate (with one
+rate, every seed at once); a group resumes from its checkpoint under runs/<task>/<kind>/groups/
+(on several devices, each run from its own). Costs are cached as JSON under cost/. So re-running
+the same command after an interruption continues it.
 """
 
 from __future__ import annotations
