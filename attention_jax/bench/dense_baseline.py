@@ -135,7 +135,7 @@ def _median_ms(
 
 def compare_case(
     case: Case,
-    kind: str = "dense",
+    kind: str,
     *,
     repeats: int = 5,
     min_sample_s: float = 0.02,
@@ -149,7 +149,7 @@ def compare_case(
     return Row(case, *ms)
 
 
-def format_table(rows: Sequence[Row], kind: str = "dense") -> str:
+def format_table(rows: Sequence[Row], kind: str) -> str:
     """A markdown table: ms of the kind and of jax.nn, and their ratio (< 1 = kind faster)."""
     lines = [
         f"| case | fwd {kind} ms | fwd jax.nn ms | fwd ratio | fwd+bwd {kind} ms "

@@ -47,8 +47,13 @@ def check_group(configs) -> list[config_lib.TrainConfig]:
                 f"train_group: config {i} differs from config 0 in {differ}; a group's runs may "
                 "differ only in seed and optimizer.learning_rate. Train the others separately."
             )
-    if typed[0].mesh.data not in (1, -1) or jax.process_count() > 1:
-        raise ValueError("train_group runs on one device; use train_and_evaluate to shard a run.")
+    mesh = typed[0].mesh
+    sharded = mesh.data not in (1, -1) or max(mesh.fsdp, mesh.tensor, mesh.expert) > 1
+    if sharded or typed[0].distributed or jax.process_count() > 1:
+        raise ValueError(
+            f"train_group runs on one device, got mesh {mesh} (distributed="
+            f"{typed[0].distributed}); use train_and_evaluate to shard a run."
+        )
     return typed
 
 
@@ -122,6 +127,10 @@ def train_group(
       stop_after_steps: stop with a checkpoint after this many steps of this call, as a
         preemption would; rerunning continues the group.
     """
+    if len(configs) != len(workdirs):
+        raise ValueError(
+            f"train_group: {len(configs)} configs but {len(workdirs)} workdirs; give one each."
+        )
     configs = check_group(configs)
     config = configs[0]
     task = task or config_lib.load_task(config)

@@ -17,7 +17,9 @@ class MetricWriter:
     remote workdir they are written locally and copied there when the writer closes.
     """
 
-    def __init__(self, workdir: str, *, start_step: int, num_steps: int, show_progress=True):
+    def __init__(
+        self, workdir: str, *, start_step: int, num_steps: int, show_progress: bool = True
+    ):
         self.enabled = jax.process_index() == 0
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.remote = "://" in str(workdir)

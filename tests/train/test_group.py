@@ -92,3 +92,21 @@ def test_group_refuses_a_checkpoint_of_other_members(tmp_path, data_dir):
     group.train_group(configs, [str(tmp_path / "a")], str(tmp_path / "g"), stop_after_steps=3)
     with pytest.raises(ValueError, match="holds a group of other runs"):
         group.train_group([tiny(data_dir, 3e-3, 0)], [str(tmp_path / "a")], str(tmp_path / "g"))
+
+
+@pytest.mark.parametrize(
+    "change, workdirs, match",
+    [
+        (None, 1, "2 configs but 1 workdirs"),
+        ({"mesh": {"data": 1, "fsdp": 2, "tensor": 1, "expert": 1}}, 2, "runs on one device"),
+        ({"distributed": True}, 2, "runs on one device"),
+    ],
+    ids=["workdirs", "sharded_mesh", "distributed"],
+)
+def test_group_refuses_what_it_cannot_train(tmp_path, data_dir, change, workdirs, match):
+    configs = [tiny(data_dir, 1e-2, 0), tiny(data_dir, 1e-2, 1)]
+    for config in configs:
+        config.update(change or {})
+    dirs = [str(tmp_path / f"m{i}") for i in range(workdirs)]
+    with pytest.raises(ValueError, match=match):
+        group.train_group(configs, dirs, str(tmp_path / "g"))
