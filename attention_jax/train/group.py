@@ -127,6 +127,11 @@ def train_group(
       stop_after_steps: stop with a checkpoint after this many steps of this call, as a
         preemption would; rerunning continues the group.
     """
+    with trainer.Preemption() as preemption:
+        return _train_group(configs, workdirs, group_dir, preemption, task, stop_after_steps)
+
+
+def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_steps):
     if len(configs) != len(workdirs):
         raise ValueError(
             f"train_group: {len(configs)} configs but {len(workdirs)} workdirs; give one each."
@@ -205,38 +210,34 @@ def train_group(
     tokens_per_step = config.batch_size * task.seq_len
     eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
     done = start
-    with trainer.Preemption() as preemption:
-        timer, timed_steps = time.perf_counter(), 0
-        for current in range(start, num_steps):
-            state, step_metrics = train_step(state, next(batches), peaks)
-            done, timed_steps = current + 1, timed_steps + 1
-            if done % config.log_every == 0 or done == num_steps:
-                values = jax.device_get(step_metrics)
-                seconds = (time.perf_counter() - timer) / timed_steps
-                shared = {
-                    "train/step_time_s": seconds,
-                    "train/tokens_per_s": tokens_per_step / seconds,
-                }
-                write(
-                    done,
-                    [
-                        {k: float(v[i]) for k, v in values.items()} | shared
-                        for i in range(len(configs))
-                    ],
-                )
-                writers[0].progress(done, loss=float(values["train/loss"][0]))
-                timer, timed_steps = time.perf_counter(), 0
-            if done % config.eval_every == 0 and done < num_steps:
-                write(done, evaluate(eval_splits[0], config.eval_batches))
-                timer = time.perf_counter()
-            stop = preemption.requested or (
-                stop_after_steps is not None and done - start >= stop_after_steps
+    timer, timed_steps = time.perf_counter(), 0
+    for current in range(start, num_steps):
+        state, step_metrics = train_step(state, next(batches), peaks)
+        done, timed_steps = current + 1, timed_steps + 1
+        if done % config.log_every == 0 or done == num_steps:
+            values = jax.device_get(step_metrics)
+            seconds = (time.perf_counter() - timer) / timed_steps
+            shared = {
+                "train/step_time_s": seconds,
+                "train/tokens_per_s": tokens_per_step / seconds,
+            }
+            write(
+                done,
+                [{k: float(v[i]) for k, v in values.items()} | shared for i in range(len(configs))],
             )
-            if stop or done % config.checkpoint.every_steps == 0:
-                checkpointer.save(done, state, batches)
-                timer = time.perf_counter()
-            if stop and done < num_steps:
-                break
+            writers[0].progress(done, loss=float(values["train/loss"][0]))
+            timer, timed_steps = time.perf_counter(), 0
+        if done % config.eval_every == 0 and done < num_steps:
+            write(done, evaluate(eval_splits[0], config.eval_batches))
+            timer = time.perf_counter()
+        stop = preemption.requested or (
+            stop_after_steps is not None and done - start >= stop_after_steps
+        )
+        if stop or done % config.checkpoint.every_steps == 0:
+            checkpointer.save(done, state, batches)
+            timer = time.perf_counter()
+        if stop and done < num_steps:
+            break
     results = [{} for _ in configs]
     if done == num_steps:
         if checkpointer.manager.latest_step() != num_steps:

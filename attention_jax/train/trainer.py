@@ -156,6 +156,12 @@ def train_and_evaluate(
       task: the config's task, already loaded (`data.get_task` with the config's task, data_dir,
         seq_len and task_params); a suite passes one to all its runs, so splits are read once.
     """
+    # Installed first: a SIGTERM while the run loads or compiles stops it at its first step.
+    with Preemption() as preemption:
+        return _train(config, workdir, preemption, devices, stop_after_steps, task)
+
+
+def _train(config, workdir, preemption, devices, stop_after_steps, task):
     if not isinstance(config, config_lib.TrainConfig):
         config = config_lib.from_config_dict(config)
     if config.distributed:
@@ -230,38 +236,37 @@ def train_and_evaluate(
     # Held out: validation during training (real datasets without one use test), then both.
     eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
     done = start
-    with Preemption() as preemption:
-        timer, timed_steps = time.perf_counter(), 0
-        for current in range(start, config.num_steps):
-            state, step_metrics = train_step(state, next(train_iter))
-            done = current + 1
-            timed_steps += 1
-            if done % config.log_every == 0 or done == config.num_steps:
-                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-                seconds = (time.perf_counter() - timer) / timed_steps
-                values |= {
-                    "train/step_time_s": seconds,
-                    "train/tokens_per_s": tokens_per_step / seconds,
-                }
-                writer.write(done, values)
-                writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
-                timer, timed_steps = time.perf_counter(), 0
-            if done % config.eval_every == 0 and done < config.num_steps:
-                writer.write(done, evaluate_split(eval_splits[0]))
-                timer = time.perf_counter()  # evaluation is not training time
-            # Hosts get SIGTERM at different moments; all must stop at the same step. Agreeing
-            # is a collective that waits for the device, so several hosts agree only on log
-            # steps (which wait for the metrics anyway); one host checks every step.
-            preempted = preemption.requested
-            if jax.process_count() > 1:
-                preempted = done % config.log_every == 0 and hosts.any_host(preempted)
-            stop = preempted or (stop_after_steps is not None and done - start >= stop_after_steps)
-            if stop or done % config.checkpoint.every_steps == 0:
-                checkpointer.save(done, state, train_iter)
-                timer = time.perf_counter()
-            if stop and done < config.num_steps:
-                break
-        finished = done == config.num_steps
+    timer, timed_steps = time.perf_counter(), 0
+    for current in range(start, config.num_steps):
+        state, step_metrics = train_step(state, next(train_iter))
+        done = current + 1
+        timed_steps += 1
+        if done % config.log_every == 0 or done == config.num_steps:
+            values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+            seconds = (time.perf_counter() - timer) / timed_steps
+            values |= {
+                "train/step_time_s": seconds,
+                "train/tokens_per_s": tokens_per_step / seconds,
+            }
+            writer.write(done, values)
+            writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
+            timer, timed_steps = time.perf_counter(), 0
+        if done % config.eval_every == 0 and done < config.num_steps:
+            writer.write(done, evaluate_split(eval_splits[0]))
+            timer = time.perf_counter()  # evaluation is not training time
+        # Hosts get SIGTERM at different moments; all must stop at the same step. Agreeing
+        # is a collective that waits for the device, so several hosts agree only on log
+        # steps (which wait for the metrics anyway); one host checks every step.
+        preempted = preemption.requested
+        if jax.process_count() > 1:
+            preempted = done % config.log_every == 0 and hosts.any_host(preempted)
+        stop = preempted or (stop_after_steps is not None and done - start >= stop_after_steps)
+        if stop or done % config.checkpoint.every_steps == 0:
+            checkpointer.save(done, state, train_iter)
+            timer = time.perf_counter()
+        if stop and done < config.num_steps:
+            break
+    finished = done == config.num_steps
     results = {}
     results_path = workdir_path / "results.json"
     if start == config.num_steps and results_path.exists():  # already finished: nothing to redo
