@@ -85,13 +85,22 @@ def _chunk(x, axis, chunk):
     return jnp.moveaxis(x, axis, 0)
 
 
-def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False):
+def taylor_kernel(s):
+    """phi(q).phi(k) of the taylor map as a function of s = q.k (scaled): 1 + s + s^2 / 2."""
+    return 1.0 + s + 0.5 * s * s
+
+
+def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False, pairs=None):
     """Causal num and den: masked C x C blocks inside chunks, a scanned state across them.
 
     With `log_keys`, fk holds log-features (favor): each chunk exponentiates them against the
     running maximum so far, rescaling the carried state when it grows (as an online softmax
     does). A single maximum over the whole sequence would leave early tokens, whose keys may be
     far smaller than later ones, with normalisers that underflow.
+
+    `pairs` = (q_BKGTH, k_BKSH, kv_valid_B1S or None, kernel) scores the C x C blocks as
+    kernel(q.k) for a map whose phi(q).phi(k) is a function of q.k (taylor): H multiply-adds a
+    pair instead of F = 1 + H + H^2, which makes Based's blocks as cheap as softmax's.
     """
     B, K, G, T, F = fq_BKGTF.shape
     Hv = v_BKSV.shape[-1]
@@ -99,25 +108,52 @@ def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False):
     # would only add masked work (9x the time of linear attention at T=64, chunk 128, on CPU).
     chunk = min(chunk, T)
     pad = -T % chunk
-    fq, v = (jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, 0)]) for x in (fq_BKGTF, v_BKSV))
-    fk = jnp.pad(
-        fk_BKSF, [(0, 0)] * 2 + [(0, pad), (0, 0)], constant_values=-jnp.inf if log_keys else 0.0
-    )
+
+    def pad_time(x, axis, value=0.0):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, pad)
+        return jnp.pad(x, widths, constant_values=value)
+
+    fq, v = pad_time(fq_BKGTF, 3), pad_time(v_BKSV, 2)
+    fk = pad_time(fk_BKSF, 2, -jnp.inf if log_keys else 0.0)
     lower = jnp.tril(jnp.ones((chunk, chunk), bool))
+    xs = [_chunk(fq, 3, chunk), _chunk(fk, 2, chunk), _chunk(v, 2, chunk)]
+    if pairs is not None:
+        q_BKGTH, k_BKSH, kv_valid, kernel = pairs
+        if kv_valid is None:
+            kv_valid = jnp.ones((B, 1, T), bool)
+        xs += [_chunk(pad_time(x, a), a, chunk) for x, a in ((q_BKGTH, 3), (k_BKSH, 2))]
+        xs.append(_chunk(pad_time(kv_valid, 2, False), 2, chunk))
+
+    def block(fq_BKGcF, fk_BKcF, v_BKcV, *raw):
+        """The chunk's own num and den (keys of this chunk, causally masked)."""
+        if raw:
+            q_BKGcH, k_BKcH, valid_B1c = raw
+            scores = kernel(jnp.einsum("bkgch,bkdh->bkgcd", q_BKGcH, k_BKcH))
+            scores = jnp.where(lower & valid_B1c[:, :, None, None, :], scores, 0.0)
+        else:
+            scores = jnp.einsum("bkgcf,bkdf->bkgcd", fq_BKGcF, fk_BKcF)
+            scores = jnp.where(lower, scores, 0.0)
+        return jnp.einsum("bkgcd,bkdv->bkgcv", scores, v_BKcV), scores.sum(-1)
+
+    if T + pad == chunk:  # one chunk: no state to carry
+        fq_BKGcF, fk_BKcF, *rest = (x[0] for x in xs)
+        if log_keys:
+            fk_BKcF = jnp.exp(fk_BKcF - finite_max(fk_BKcF, (-2, -1)))
+        num, den = block(fq_BKGcF, fk_BKcF, *rest)
+        return num[:, :, :, :T], den[:, :, :, :T]
 
     def step(carry, xs):
         state_BKFV, norm_BKF, shift_BK11 = carry
-        fq_BKGcF, fk_BKcF, v_BKcV = xs
+        fq_BKGcF, fk_BKcF, v_BKcV = xs[:3]
         if log_keys:
             new_shift = jnp.maximum(shift_BK11, finite_max(fk_BKcF, (-2, -1)))
             rescale = jnp.exp(shift_BK11 - new_shift)
             state_BKFV, norm_BKF = state_BKFV * rescale, norm_BKF * rescale[..., 0]
             fk_BKcF, shift_BK11 = jnp.exp(fk_BKcF - new_shift), new_shift
-        scores = jnp.einsum("bkgcf,bkdf->bkgcd", fq_BKGcF, fk_BKcF)
-        scores = jnp.where(lower, scores, 0.0)
-        num = jnp.einsum("bkgcf,bkfv->bkgcv", fq_BKGcF, state_BKFV)
-        num = num + jnp.einsum("bkgcd,bkdv->bkgcv", scores, v_BKcV)
-        den = jnp.einsum("bkgcf,bkf->bkgc", fq_BKGcF, norm_BKF) + scores.sum(-1)
+        num, den = block(fq_BKGcF, fk_BKcF, v_BKcV, *xs[3:])
+        num = num + jnp.einsum("bkgcf,bkfv->bkgcv", fq_BKGcF, state_BKFV)
+        den = den + jnp.einsum("bkgcf,bkf->bkgc", fq_BKGcF, norm_BKF)
         state_BKFV = state_BKFV + jnp.einsum("bkcf,bkcv->bkfv", fk_BKcF, v_BKcV)
         norm_BKF = norm_BKF + fk_BKcF.sum(axis=2)
         return (state_BKFV, norm_BKF, shift_BK11), (num, den)
@@ -130,8 +166,7 @@ def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False):
         jnp.full((B, K, 1, 1), -jnp.inf, acc),
     )
     init = varying_like(init, fq, fk, v)
-    xs = (_chunk(fq, 3, chunk), _chunk(fk, 2, chunk), _chunk(v, 2, chunk))
-    _, (num, den) = lax.scan(step, init, xs)
+    _, (num, den) = lax.scan(step, init, tuple(xs))
     # [chunks, B, K, G, C, ...] -> [B, K, G, T, ...]
     num = jnp.moveaxis(num, 0, 3).reshape(B, K, G, T + pad, Hv)[:, :, :, :T]
     den = jnp.moveaxis(den, 0, 3).reshape(B, K, G, T + pad)[:, :, :, :T]
@@ -214,7 +249,10 @@ def linear(
         fk = phi(
             k_BKSH, is_query=False, scale=scale, positions=jnp.arange(dims.kv_len), valid=kv_valid
         )
-        if is_causal:
+        if is_causal and phi.name == "taylor":
+            pairs = (phi.prepare(q_BKGTH, scale), phi.prepare(k_BKSH, scale), kv_valid)
+            num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, pairs=(*pairs, taylor_kernel))
+        elif is_causal:
             num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size)
         else:
             num, den = _bidirectional(fq, fk, v_BKSV)
