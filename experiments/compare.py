@@ -8,10 +8,11 @@ import os
 import sys
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from attention_jax import suite
+from experiments import log_level
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/compare.py:quick")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Runs, costs, tables and plots go here.")
@@ -20,8 +21,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    if flags.FLAGS["verbosity"].using_default_value:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint write
+    log_level.apply()
     # Runs that differ only in their seed compile the same steps: compile each once.
     jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -7,9 +7,16 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from attention_jax import train
+from experiments import log_level
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and results go here.")
+_ALLOW_CHANGES = flags.DEFINE_list(
+    "allow_changes",
+    [],
+    "Settings that may differ from the workdir's stored config when resuming, e.g. "
+    "num_steps to extend a finished run (see attention_jax.train.resume.CHANGEABLE).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -19,10 +26,15 @@ PREEMPTED = 143
 
 def main(argv):
     del argv
-    if flags.FLAGS["verbosity"].using_default_value:
-        # Warnings and errors only (orbax logs every write); --verbosity=0 shows everything.
-        logging.set_verbosity(logging.WARNING)
-    if not train.train_and_evaluate(_CONFIG.value, _WORKDIR.value):
+    log_level.apply()
+    try:
+        finished = train.train_and_evaluate(
+            _CONFIG.value, _WORKDIR.value, allow_changes=_ALLOW_CHANGES.value
+        )
+    except (ValueError, train.Diverged) as e:  # a refused config, a divergence: one line
+        logging.error("%s: %s", type(e).__name__, e)
+        sys.exit(1)
+    if not finished:
         sys.exit(PREEMPTED)  # stopped before num_steps with a checkpoint; rerun to resume
 
 

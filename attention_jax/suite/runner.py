@@ -69,15 +69,21 @@ def _train_runs(workdir, task, kind, members, devices, tasks: dict) -> dict:
             task=loaded,
         )
     else:
-        trained = [
-            trainer.train_and_evaluate(configs[m], dirs[m], devices=devices, task=loaded)
-            for m in pending
-        ]
+        trained = [_train_alone(configs[m], dirs[m], devices, loaded) for m in pending]
     for m, values in zip(pending, trained, strict=True):
         if "train/steps" not in values:
             raise SuiteStopped(f"{dirs[m]} stopped before its last step; rerun to continue.")
         results[m] = values
     return results
+
+
+def _train_alone(config, run_dir: str, devices, task) -> dict:
+    """One run's results; a diverged run's metrics are NaN (it ranks last, as in a group)."""
+    try:
+        return trainer.train_and_evaluate(config, run_dir, devices=devices, task=task)
+    except trainer.Diverged as e:
+        logging.warning("%s", e)
+        return {"train/steps": config.num_steps, "train/diverged_at_step": e.step}
 
 
 def steps_to_target(run_dir: str, task: plan.TaskSpec) -> float:

@@ -3,9 +3,10 @@
 from attention_jax.train.config import TrainConfig, from_config_dict
 from attention_jax.train.loading import load_trained
 from attention_jax.train.losses import next_token_loss
-from attention_jax.train.trainer import evaluate, train_and_evaluate
+from attention_jax.train.trainer import Diverged, evaluate, train_and_evaluate
 
 __all__ = [
+    "Diverged",
     "TrainConfig",
     "evaluate",
     "from_config_dict",

@@ -38,14 +38,31 @@ def state_shapes(abstract_state) -> dict[str, tuple[int, ...]]:
     return {".".join(_key_name(k) for k in path): _stored_shape(x) for path, x in flat}
 
 
+def _check_writable(directory: epath.Path) -> None:
+    """Fails at once on a directory the run cannot write (orbax would wait minutes first)."""
+    probe = directory / ".writable"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"Checkpoints cannot be written to {directory} ({e}); make it writable or train "
+            "in another workdir."
+        ) from e
+
+
 class Checkpointer:
     """Keeps the last `keep` checkpoints and restores the newest readable one."""
 
-    def __init__(self, directory, *, keep: int):
+    def __init__(self, directory, *, keep: int, read_only: bool = False):
         self.directory = epath.Path(directory)
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        if not read_only and jax.process_index() == 0:
+            _check_writable(self.directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only
         )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, data_iterator) -> None:
         """Saves in the background (the next step overlaps the write)."""
@@ -113,6 +130,11 @@ class Checkpointer:
         step = self.manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}; train the run first.")
+        if step not in self.manager.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint of step {step} in {self.directory} (it has "
+                f"{sorted(self.manager.all_steps())}); rerun the training command to rebuild it."
+            )
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
         return self.manager.restore(step, args=args)["state"]
 

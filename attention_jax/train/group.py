@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from attention_jax import data, models
-from attention_jax.train import checkpoint, metrics, optim, step, trainer
+from attention_jax.train import checkpoint, metrics, optim, resume, step, trainer
 from attention_jax.train import config as config_lib
 
 
@@ -107,6 +107,29 @@ def _check_membership(group_dir: str, workdirs, configs) -> None:
         _write_json(path, members)
 
 
+def _first_non_finite_step(records) -> int | None:
+    """The first logged step whose loss or gradient norm is NaN or Inf (None: none)."""
+    for record in records:
+        watched = [record.get(k, 0.0) for k in ("train/loss", "train/grad_norm")]
+        if not np.all(np.isfinite(watched)):
+            return record["step"]
+    return None
+
+
+def _warn_of_divergence(done, values, workdirs, diverged: set) -> None:
+    """One warning per member whose loss or gradient norm went NaN or Inf.
+
+    A vmapped member cannot stop alone: it trains on as NaN, its checkpoints (shared with the
+    group) hold that state, and its results.json records `train/diverged_at_step`, so the
+    suite counts it as diverged. Train it alone to stop at the divergence.
+    """
+    finite = np.isfinite(values["train/loss"]) & np.isfinite(values["train/grad_norm"])
+    for i in np.flatnonzero(~finite):
+        if i not in diverged:
+            diverged.add(i)
+            logging.warning("%s diverged by step %d; it trains on as NaN.", workdirs[i], done)
+
+
 def train_group(
     configs,
     workdirs,
@@ -140,6 +163,8 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
     config = configs[0]
     task = task or config_lib.load_task(config)
     model_config = config_lib.model_config_for(config, task)
+    for workdir, member in zip(workdirs, configs, strict=True):
+        resume.check_config(workdir, member)
     _check_membership(group_dir, workdirs, configs)
     for workdir, member in zip(workdirs, configs, strict=True):
         os.makedirs(workdir, exist_ok=True)
@@ -172,18 +197,24 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
     # Every member is evaluated on the same batch.
     eval_step = jax.jit(jax.vmap(step.make_eval_step(graphdef, task.kind), in_axes=(0, None)))
 
-    batches = StackedIterator(
-        [
-            iter(task.pipeline("train", batch_size=config.batch_size, seed=c.seed, prefetch=0))
-            for c in configs
-        ]
-    )
+    def member_batches():
+        return StackedIterator(
+            [
+                iter(task.pipeline("train", batch_size=config.batch_size, seed=c.seed, prefetch=0))
+                for c in configs
+            ]
+        )
+
+    batches = member_batches()
     checkpointer = checkpoint.Checkpointer(
         os.path.abspath(os.path.join(group_dir, "checkpoints")), keep=config.checkpoint.keep
     )
+    had_checkpoints = bool(checkpointer.manager.all_steps())
     restored = checkpointer.restore_latest(jax.eval_shape(jax.vmap(init), seeds, peaks), batches)
     if restored is None:
         start, state = 0, jax.jit(jax.vmap(init))(seeds, peaks)
+        if had_checkpoints:  # a failed restore may have moved the iterators: start afresh
+            batches = member_batches()
     else:
         start, state = restored
         logging.info("Group %s resumed from step %d.", group_dir, start)
@@ -209,7 +240,7 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
 
     tokens_per_step = config.batch_size * task.seq_len
     eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
-    done = start
+    done, diverged = start, set()
     timer, timed_steps = time.perf_counter(), 0
     for current in range(start, num_steps):
         state, step_metrics = train_step(state, next(batches), peaks)
@@ -226,9 +257,12 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
                 [{k: float(v[i]) for k, v in values.items()} | shared for i in range(len(configs))],
             )
             writers[0].progress(done, loss=float(values["train/loss"][0]))
+            _warn_of_divergence(done, values, workdirs, diverged)
             timer, timed_steps = time.perf_counter(), 0
         if done % config.eval_every == 0 and done < num_steps:
-            write(done, evaluate(eval_splits[0], config.eval_batches))
+            evaluated = evaluate(eval_splits[0], config.eval_batches)
+            write(done, evaluated)
+            writers[0].say(f"step {done}: " + " | ".join(map(metrics.formatted, evaluated)))
             timer = time.perf_counter()
         stop = preemption.requested or (
             stop_after_steps is not None and done - start >= stop_after_steps
@@ -246,8 +280,11 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
         for split in eval_splits:
             for member, values in zip(results, evaluate(split, config.final_eval_batches)):
                 member |= values
-        for member in results:
+        for member, writer in zip(results, writers, strict=True):
             member["train/steps"] = num_steps
+            diverged_at = _first_non_finite_step(writer.records)
+            if diverged_at is not None:
+                member["train/diverged_at_step"] = diverged_at
         write(num_steps, results)
         for workdir, member in zip(workdirs, results, strict=True):
             _write_json(os.path.join(workdir, "results.json"), member)

@@ -12,10 +12,11 @@ from attention_jax.train import config as config_lib
 
 
 def load_trained(workdir: str, *, step_number: int | None = None):
-    """(model, task, config) of the run in `workdir`, at its newest (or a given) checkpoint.
+    """(model, task, config) of the run in `workdir`, at its final (or a given) checkpoint.
 
     The model is rebuilt from the run's config.json and its parameters restored on the default
-    device; call `model.eval()` or pass deterministic=True for evaluation.
+    device; call `model.eval()` or pass deterministic=True for evaluation. A finished run loads
+    the step its results.json reports, never an older one; an unfinished run its newest.
     """
     path = epath.Path(workdir)
     config_file = path / "config.json"
@@ -30,7 +31,12 @@ def load_trained(workdir: str, *, step_number: int | None = None):
         return models.build(model_config, rngs=nnx.Rngs(config.seed))
 
     abstract = jax.eval_shape(lambda: step.initial_state(build(), tx))
-    checkpointer = checkpoint.Checkpointer(path / "checkpoints", keep=config.checkpoint.keep)
+    results_file = path / "results.json"
+    if step_number is None and results_file.exists():
+        step_number = int(json.loads(results_file.read_text())["train/steps"])
+    checkpointer = checkpoint.Checkpointer(
+        path / "checkpoints", keep=config.checkpoint.keep, read_only=True
+    )
     try:
         state = checkpointer.restore_state(abstract, step_number)
     finally:

@@ -60,6 +60,11 @@ class MetricWriter:
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
 
+    def say(self, text: str) -> None:
+        """One line above the progress bar (evaluations, the summary), if this writer shows one."""
+        if self.enabled and not self.bar.disable:
+            self.bar.write(text)
+
     def close(self) -> None:
         if not self.enabled:
             return
@@ -70,6 +75,11 @@ class MetricWriter:
             self.events.mkdir(parents=True, exist_ok=True)
             for event_file in local.iterdir():
                 (self.events / event_file.name).write_bytes(event_file.read_bytes())
+
+
+def formatted(values: dict[str, float]) -> str:
+    """'validation/loss 1.234, validation/accuracy 0.567' for a log line."""
+    return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -90,7 +90,10 @@ def test_group_refuses_members_that_differ_in_more_than_seed_and_rate(tmp_path, 
 def test_group_refuses_a_checkpoint_of_other_members(tmp_path, data_dir):
     configs = [tiny(data_dir, 1e-2, 0)]
     group.train_group(configs, [str(tmp_path / "a")], str(tmp_path / "g"), stop_after_steps=3)
+    # Another member for the same group directory (the run in "a" keeps its own refusal).
     with pytest.raises(ValueError, match="holds a group of other runs"):
+        group.train_group([tiny(data_dir, 3e-3, 0)], [str(tmp_path / "b")], str(tmp_path / "g"))
+    with pytest.raises(ValueError, match="holds a run of another config"):
         group.train_group([tiny(data_dir, 3e-3, 0)], [str(tmp_path / "a")], str(tmp_path / "g"))
 
 

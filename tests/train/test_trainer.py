@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -161,6 +162,8 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, data_dir):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
+    # Libraries' INFO logs (orbax: several lines a checkpoint) stay off at the default level.
+    assert not re.search(r"^I\d{4} ", stderr, re.MULTILINE), stderr[-2000:]
     saved = [int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit()]
     assert saved and 0 < max(saved) < 100000 and not (workdir / "results.json").exists()
     assert max(train_losses(workdir)) == max(saved)
@@ -169,8 +172,10 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, data_dir):
     assert max(train_losses(workdir)) == max(saved) + 2
 
 
-def test_a_changed_config_is_refused_and_its_checkpoints_kept(tmp_path, data_dir):
+def test_checkpoints_of_other_arrays_are_refused_and_kept(tmp_path, data_dir):
+    """Even with config.json gone, a checkpoint of another model is never overwritten."""
     train.train_and_evaluate(tiny(data_dir, num_steps=10), str(tmp_path))
+    os.remove(tmp_path / "config.json")
     wider = tiny(data_dir, num_steps=20)
     wider.model.d_model = 64
     with pytest.raises(ValueError, match="holds different arrays than this config"):
