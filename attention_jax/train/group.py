@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from attention_jax import data, models
-from attention_jax.train import checkpoint, metrics, optim, resume, step, trainer
+from attention_jax.train import checkpoint, evaluation, metrics, optim, resume, step, trainer
 from attention_jax.train import config as config_lib
 
 
@@ -225,7 +225,7 @@ def _train_group(configs, workdirs, group_dir, preemption, task, stop_after_step
 
     def evaluate(split, limit):
         totals = None
-        for batch in trainer.eval_batches(task, split, config.batch_size, limit):
+        for batch in evaluation.eval_batches(task, split, config.batch_size, limit):
             sums = jax.device_get(eval_step(state, batch))
             totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
         count = np.maximum(totals["count"], 1.0)

@@ -6,10 +6,13 @@ A restarted run resumes from the newest readable checkpoint in `workdir`, data i
 included, and continues exactly as if it had never stopped.
 """
 
+import dataclasses
 import json
 import logging
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import grain
 import jax
@@ -20,6 +23,7 @@ from flax import nnx
 from attention_jax import data, layers, models
 from attention_jax.train import checkpoint, hosts, metrics, optim, resume, sharding, step
 from attention_jax.train import config as config_lib
+from attention_jax.train.evaluation import evaluate
 
 
 class Preemption:
@@ -107,67 +111,6 @@ def _check_batch(config: config_lib.TrainConfig, mesh) -> int:
     return config.batch_size // jax.process_count()
 
 
-def _eval_pipeline(task, split: str, batch_size: int, **shard):
-    return task.pipeline(
-        split,
-        batch_size=batch_size,
-        shuffle=False,
-        num_epochs=1,
-        drop_remainder=False,
-        prefetch=0,
-        **shard,
-    )
-
-
-def eval_batches(task, split, local_batch: int, limit: int | None):
-    """This host's batches of one pass over `split` (rows or examples, packed or not).
-
-    Hosts can hold one example more or less, and packed text a row more or less: a host that
-    runs out while another has data gets an all-padding batch, so every host runs the same
-    steps. Padding rows carry no loss (loss_mask or example_mask False), so sums stay exact.
-    """
-    iterator = iter(_eval_pipeline(task, split, local_batch))
-    produced = 0
-    while limit is None or produced < limit:
-        batch = next(iterator, None)
-        if not hosts.any_host(batch is not None):
-            return
-        if batch is None:  # shaped like the split's rows, with none of them
-            whole = _eval_pipeline(task, split, 1, shard_index=0, shard_count=1)
-            batch = jax.tree.map(lambda x: x[:0], next(iter(whole)))
-        yield _pad_rows(batch, local_batch)
-        produced += 1
-
-
-def _pad_rows(batch, size: int):
-    """A batch padded with empty rows to `size`."""
-    rows = len(next(iter(batch.values())))
-    batch = dict(batch)
-    if "label" in batch:
-        batch["example_mask"] = np.arange(size) < rows
-    padded = {
-        k: np.concatenate([v, np.zeros((size - rows, *v.shape[1:]), v.dtype)])
-        for k, v in batch.items()
-    }
-    if "lengths" in padded:
-        padded["lengths"] = np.maximum(padded["lengths"], 1)  # an empty row still needs a length
-    return padded
-
-
-def evaluate(eval_step, state, task, split, mesh, local_batch, limit=None):
-    """Mean loss and accuracy over a split (or its first `limit` batches)."""
-    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in eval_batches(task, split, local_batch, limit):
-        sums = eval_step(state, sharding.global_batch(batch, mesh))
-        for name, value in jax.device_get(sums).items():
-            totals[name] += float(value)
-    count = max(totals["count"], 1.0)
-    return {
-        f"{split}/loss": totals["loss_sum"] / count,
-        f"{split}/accuracy": totals["correct"] / count,
-    }
-
-
 def train_and_evaluate(
     config,
     workdir: str,
@@ -200,10 +143,49 @@ def train_and_evaluate(
     """
     # Installed first: a SIGTERM while the run loads or compiles stops it at its first step.
     with Preemption() as preemption:
-        return _train(config, workdir, preemption, devices, stop_after_steps, task, allow_changes)
+        run = _set_up(config, workdir, devices, task, allow_changes)
+        try:
+            done = _train_loop(run, preemption, stop_after_steps)
+            return _finish(run, done)
+        finally:  # saves of finite states complete even when the run stops with an error
+            run.checkpointer.close()
+            run.writer.close()
 
 
-def _train(config, workdir, preemption, devices, stop_after_steps, task, allow_changes):
+@dataclasses.dataclass
+class _Run:
+    """A run set up to train: what its loop and its finish share."""
+
+    config: config_lib.TrainConfig
+    workdir: epath.Path
+    task: data.Task
+    mesh: jax.sharding.Mesh
+    local_batch: int
+    train_step: Callable
+    eval_step: Callable
+    checkpointer: checkpoint.Checkpointer
+    writer: metrics.MetricWriter
+    train_iter: Any
+    state: Any
+    start: int
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        # Validation during training (real datasets without one use test), then both.
+        return tuple(s for s in ("validation", "test") if s in self.task.splits)
+
+    @property
+    def results_path(self) -> epath.Path:
+        return self.workdir / "results.json"
+
+    def evaluate(self, split: str, limit: int | None) -> dict[str, float]:
+        return evaluate(
+            self.eval_step, self.state, self.task, split, self.mesh, self.local_batch, limit
+        )
+
+
+def _set_up(config, workdir, devices, task, allow_changes) -> _Run:
+    """Checks the config against the workdir, compiles the steps, restores the newest state."""
     if not isinstance(config, config_lib.TrainConfig):
         config = config_lib.from_config_dict(config)
     workdir_path = epath.Path(workdir)
@@ -211,7 +193,6 @@ def _train(config, workdir, preemption, devices, stop_after_steps, task, allow_c
     if config.distributed:
         jax.distributed.initialize()
     task = task or config_lib.load_task(config)
-    model_config = config_lib.model_config_for(config, task)
     mesh = sharding.make_mesh(config.mesh, devices)
     local_batch = _check_batch(config, mesh)
     workdir_path.mkdir(parents=True, exist_ok=True)
@@ -222,7 +203,57 @@ def _train(config, workdir, preemption, devices, stop_after_steps, task, allow_c
         )
     if jax.process_index() == 0:
         (workdir_path / "config.json").write_text(json.dumps(config_lib.to_json(config), indent=2))
+    init, abstract_placed, train_step, eval_step = _compiled_steps(config, task, mesh)
 
+    def batches():
+        # Batches become global device arrays in the prefetch thread, off the step's path.
+        return iter(
+            grain.experimental.ThreadPrefetchIterDataset(
+                task.pipeline("train", batch_size=local_batch, seed=config.seed, prefetch=0).map(
+                    lambda batch: sharding.global_batch(batch, mesh)
+                ),
+                prefetch_buffer_size=2,
+            )
+        )
+
+    train_iter = batches()
+    checkpointer = checkpoint.Checkpointer(
+        workdir_path.absolute() / "checkpoints", keep=config.checkpoint.keep
+    )
+    had_checkpoints = bool(checkpointer.manager.all_steps())
+    restored = checkpointer.restore_latest(abstract_placed, train_iter)
+    if restored is None:
+        start, state = 0, init()
+        if had_checkpoints:  # a failed restore may have moved the iterator: start it afresh
+            train_iter = batches()
+    else:
+        start, state = restored
+        logging.info("Resumed from step %d.", start)
+    try:
+        _check_resumable(start, config.num_steps, checkpointer, workdir_path / "results.json")
+    except ValueError:
+        checkpointer.close()
+        raise
+    writer = metrics.MetricWriter(workdir, start_step=start, num_steps=config.num_steps)
+    return _Run(
+        config=config,
+        workdir=workdir_path,
+        task=task,
+        mesh=mesh,
+        local_batch=local_batch,
+        train_step=train_step,
+        eval_step=eval_step,
+        checkpointer=checkpointer,
+        writer=writer,
+        train_iter=train_iter,
+        state=state,
+        start=start,
+    )
+
+
+def _compiled_steps(config, task, mesh):
+    """(init, the placed abstract state, train_step, eval_step), jitted with the shardings."""
+    model_config = config_lib.model_config_for(config, task)
     tx = optim.make_optimizer(config.optimizer, config.num_steps)
     schedule = optim.learning_rate_schedule(config.optimizer, config.num_steps)
 
@@ -252,106 +283,77 @@ def _train(config, workdir, preemption, devices, stop_after_steps, task, allow_c
     eval_step = jax.jit(
         step.make_eval_step(graphdef, task.kind), in_shardings=(state_shardings, batch_sharding)
     )
-
-    def batches():
-        # Batches become global device arrays in the prefetch thread, off the step's path.
-        return iter(
-            grain.experimental.ThreadPrefetchIterDataset(
-                task.pipeline("train", batch_size=local_batch, seed=config.seed, prefetch=0).map(
-                    lambda batch: sharding.global_batch(batch, mesh)
-                ),
-                prefetch_buffer_size=2,
-            )
-        )
-
-    train_iter = batches()
-    checkpointer = checkpoint.Checkpointer(
-        workdir_path.absolute() / "checkpoints",
-        keep=config.checkpoint.keep,
-    )
     abstract_placed = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_shardings
     )
-    had_checkpoints = bool(checkpointer.manager.all_steps())
-    restored = checkpointer.restore_latest(abstract_placed, train_iter)
-    if restored is None:
-        start, state = 0, jax.jit(init, out_shardings=state_shardings)()
-        if had_checkpoints:  # a failed restore may have moved the iterator: start it afresh
-            train_iter = batches()
-    else:
-        start, state = restored
-        logging.info("Resumed from step %d.", start)
-    results_path = workdir_path / "results.json"
-    _check_resumable(start, config.num_steps, checkpointer, results_path)
-    writer = metrics.MetricWriter(workdir, start_step=start, num_steps=config.num_steps)
+    return jax.jit(init, out_shardings=state_shardings), abstract_placed, train_step, eval_step
 
-    def evaluate_split(split, limit=config.eval_batches):
-        return evaluate(eval_step, state, task, split, mesh, local_batch, limit)
 
-    try:
-        tokens_per_step = config.batch_size * task.seq_len
-        # Held out: validation during training (real datasets without one use test), then both.
-        eval_splits = tuple(s for s in ("validation", "test") if s in task.splits)
-        done = start
-        timer, timed_steps = time.perf_counter(), 0
-        for current in range(start, config.num_steps):
-            state, step_metrics = train_step(state, next(train_iter))
-            done = current + 1
-            timed_steps += 1
-            if done % config.log_every == 0 or done == config.num_steps:
-                values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-                seconds = (time.perf_counter() - timer) / timed_steps
-                values |= {
-                    "train/step_time_s": seconds,
-                    "train/tokens_per_s": tokens_per_step / seconds,
-                }
-                writer.write(done, values)
-                check_finite(done, values, workdir)
-                writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
-                timer, timed_steps = time.perf_counter(), 0
-            if done % config.eval_every == 0 and done < config.num_steps:
-                evaluated = evaluate_split(eval_splits[0])
-                writer.write(done, evaluated)
-                writer.say(f"step {done}: {metrics.formatted(evaluated)}")
-                timer = time.perf_counter()  # evaluation is not training time
-            # Hosts get SIGTERM at different moments; all must stop at the same step. Agreeing
-            # is a collective that waits for the device, so several hosts agree only on log
-            # steps (which wait for the metrics anyway); one host checks every step.
-            preempted = preemption.requested
-            if jax.process_count() > 1:
-                preempted = done % config.log_every == 0 and hosts.any_host(preempted)
-            stop = preempted or (stop_after_steps is not None and done - start >= stop_after_steps)
-            if stop or done % config.checkpoint.every_steps == 0:
-                # A checkpoint never holds a diverged state (one scalar read, at saves only).
-                check_finite(done, jax.device_get(step_metrics), workdir)
-                checkpointer.save(done, state, train_iter)
-                timer = time.perf_counter()
-            if stop and done < config.num_steps:
-                break
-        finished = done == config.num_steps
-        results = {}
-        if start == config.num_steps and results_path.exists():  # already finished: nothing to redo
-            results = json.loads(results_path.read_text())
-        elif finished:
-            if checkpointer.manager.latest_step() != config.num_steps:
-                checkpointer.save(config.num_steps, state, train_iter)
-            # results.json marks the run finished, so the final checkpoint is on disk before it.
-            checkpointer.manager.wait_until_finished()
-            for split in eval_splits:
-                results |= evaluate_split(split, config.final_eval_batches)
-            results["train/steps"] = config.num_steps
-            writer.write(config.num_steps, results)
-            if jax.process_index() == 0:
-                # Written whole or not at all: a finished run is one with a readable results.json.
-                partial = workdir_path / "results.json.tmp"
-                partial.write_text(json.dumps(results, indent=2))
-                partial.replace(results_path)
-            writer.say(
-                f"Finished {workdir} at step {config.num_steps}: {metrics.formatted(results)}"
-            )
-    finally:  # saves of finite states finish even when the run stops with an error
-        checkpointer.close()
-        writer.close()
+def _train_loop(run: _Run, preemption: Preemption, stop_after_steps: int | None) -> int:
+    """Trains from run.start until num_steps, a preemption or stop_after_steps; the last step."""
+    config, writer = run.config, run.writer
+    tokens_per_step = config.batch_size * run.task.seq_len
+    done = run.start
+    timer, timed_steps = time.perf_counter(), 0
+    for current in range(run.start, config.num_steps):
+        run.state, step_metrics = run.train_step(run.state, next(run.train_iter))
+        done = current + 1
+        timed_steps += 1
+        if done % config.log_every == 0 or done == config.num_steps:
+            values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+            seconds = (time.perf_counter() - timer) / timed_steps
+            values |= {
+                "train/step_time_s": seconds,
+                "train/tokens_per_s": tokens_per_step / seconds,
+            }
+            writer.write(done, values)
+            check_finite(done, values, run.workdir)
+            writer.progress(done, loss=values["train/loss"], tok_s=values["train/tokens_per_s"])
+            timer, timed_steps = time.perf_counter(), 0
+        if done % config.eval_every == 0 and done < config.num_steps:
+            evaluated = run.evaluate(run.eval_splits[0], config.eval_batches)
+            writer.write(done, evaluated)
+            writer.say(f"step {done}: {metrics.formatted(evaluated)}")
+            timer = time.perf_counter()  # evaluation is not training time
+        # Hosts get SIGTERM at different moments; all must stop at the same step. Agreeing
+        # is a collective that waits for the device, so several hosts agree only on log
+        # steps (which wait for the metrics anyway); one host checks every step.
+        preempted = preemption.requested
+        if jax.process_count() > 1:
+            preempted = done % config.log_every == 0 and hosts.any_host(preempted)
+        stop = preempted or (stop_after_steps is not None and done - run.start >= stop_after_steps)
+        if stop or done % config.checkpoint.every_steps == 0:
+            # A checkpoint never holds a diverged state (one scalar read, at saves only).
+            check_finite(done, jax.device_get(step_metrics), run.workdir)
+            run.checkpointer.save(done, run.state, run.train_iter)
+            timer = time.perf_counter()
+        if stop and done < config.num_steps:
+            break
+    return done
+
+
+def _finish(run: _Run, done: int) -> dict[str, float]:
+    """The final metrics of a run that reached num_steps, after its final checkpoint; else {}."""
+    num_steps = run.config.num_steps
+    if run.start == num_steps and run.results_path.exists():  # finished before: nothing to redo
+        return json.loads(run.results_path.read_text())
+    if done != num_steps:
+        return {}
+    if run.checkpointer.manager.latest_step() != num_steps:
+        run.checkpointer.save(num_steps, run.state, run.train_iter)
+    # results.json marks the run finished, so the final checkpoint is on disk before it.
+    run.checkpointer.manager.wait_until_finished()
+    results = {}
+    for split in run.eval_splits:
+        results |= run.evaluate(split, run.config.final_eval_batches)
+    results["train/steps"] = num_steps
+    run.writer.write(num_steps, results)
+    if jax.process_index() == 0:
+        # Written whole or not at all: a finished run is one with a readable results.json.
+        partial = run.workdir / "results.json.tmp"
+        partial.write_text(json.dumps(results, indent=2))
+        partial.replace(run.results_path)
+    run.writer.say(f"Finished {run.workdir} at step {num_steps}: {metrics.formatted(results)}")
     return results
 
 
