@@ -1,6 +1,7 @@
 """The TFDS builder shared by the generated tasks: parameters in the config, splits from a seed."""
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -52,7 +53,14 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def validate(cls, config: TaskConfig) -> None:
         """Raises ValueError for a config that cannot be generated."""
-        generation.check_split_sizes(config.split_sizes(), cls.name)
+        # TFDS cannot write an empty split, and NumPy takes no negative seed.
+        lowest = {"num_train": 1, "num_validation": 1, "num_test": 1, "seed": 0}
+        for name, low in lowest.items():
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(
+                    f"{cls.name}: {name} must be >= {low} (an integer); got {value!r}."
+                )
         cls.check_params(**config.task_params())
 
     def features(self) -> tfds.features.FeaturesDict:

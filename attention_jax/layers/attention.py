@@ -16,11 +16,13 @@ import numpy as np
 from flax import nnx
 
 from attention_jax import ops
-from attention_jax.layers import decoding, positional
+from attention_jax.layers import arguments, decoding, positional
 from attention_jax.layers.random_features import RandomFeatures
 from attention_jax.ops import contract
 from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
+from attention_jax.ops.linformer import DEFAULT_PROJECTED_LEN
 
+NAME = "MultiHeadAttention"
 POSITIONS = (None, "rope", "alibi")
 DEFAULT_MAX_LEN = 512
 # Sparse kinds decode from a full KV cache through their [max_len, max_len] pattern, a static
@@ -57,6 +59,40 @@ def _takes(op, name: str) -> bool:
     return name in inspect.signature(op).parameters
 
 
+def _linformer_projections(given: dict, projected_len, max_len: int, param_dtype, rngs):
+    """Linformer's learned E and F, each nnx.Param [projected_len, max_len].
+
+    They start from `given` (key_projection, value_projection), or are drawn. Shapes are checked
+    here: a mismatch would otherwise surface at the first call, inside the op's dense step.
+    """
+    owner = f"{NAME}(linformer)"
+    rows = {}
+    for name, projection in given.items():
+        shape = jnp.shape(projection)
+        if len(shape) != 2 or shape[0] < 1 or shape[1] != max_len:
+            raise ValueError(
+                f"{owner}: {name} must be [projected_len >= 1, max_len = {max_len}] (shorter "
+                f"inputs use a prefix); got shape {shape}."
+            )
+        rows[name] = shape[0]
+    if projected_len is not None:
+        rows["projected_len"] = arguments.positive_int(owner, "projected_len", projected_len)
+    if len(set(rows.values())) > 1:
+        raise ValueError(
+            f"{owner}: key_projection and value_projection must both have projected_len rows; "
+            f"got {rows}."
+        )
+    projected_len = next(iter(rows.values()), DEFAULT_PROJECTED_LEN)
+    init = nnx.initializers.normal(1.0 / math.sqrt(projected_len))
+
+    def initial(name):
+        if name in given:
+            return jnp.asarray(given[name], param_dtype)
+        return init(rngs.params(), (projected_len, max_len), param_dtype)
+
+    return nnx.Param(initial("key_projection")), nnx.Param(initial("value_projection"))
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention over [B, T, D] inputs with `kind` from the ops registry.
 
@@ -67,10 +103,12 @@ class MultiHeadAttention(nnx.Module):
       head_dim: H; default in_features // num_heads.
       kind: a name from `ops.names()`.
       kind_params: keyword arguments of the kind (e.g. {'block_size': 64} for bigbird).
+        Arrays the layer owns start from the ones given here: performer's `projection`,
+        linformer's `key_projection` and `value_projection` ([projected_len, max_len]).
       positions: None, 'rope' (rotates q and k) or 'alibi' (a bias; only for kinds taking one).
       max_len: longest sequence for linformer's learned projections (shorter inputs use a
         prefix) and cosformer's re-weighting horizon M (fixed, so decoding matches training).
-      dropout_rate: dropout on the output projection's input.
+      dropout_rate: dropout on the output projection's input, in [0, 1).
       qk_norm: RMS-normalise queries and keys per head before attention.
       logits_soft_cap: c squashes logits to c * tanh(logits / c) (Gemma 2); softmax kinds only.
       redraw_every: performer only: redraw the random features every N training calls (calls
@@ -108,8 +146,13 @@ class MultiHeadAttention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.op = ops.get(kind)  # ValueError listing the kinds for an unknown name
+        in_features = arguments.positive_int(NAME, "in_features", in_features)
+        num_heads = arguments.positive_int(NAME, "num_heads", num_heads)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+        num_kv_heads = arguments.positive_int(NAME, "num_kv_heads", num_kv_heads)
+        max_len = arguments.positive_int(NAME, "max_len", max_len)
+        dropout_rate = arguments.dropout_rate(NAME, dropout_rate)
+        if num_heads % num_kv_heads:
             raise ValueError(
                 f"MultiHeadAttention: num_heads ({num_heads}) must be a positive multiple of "
                 f"num_kv_heads ({num_kv_heads})."
@@ -120,12 +163,9 @@ class MultiHeadAttention(nnx.Module):
                 f"({num_heads}); pick num_heads dividing it or set head_dim."
             )
         head_dim = in_features // num_heads if head_dim is None else head_dim
-        if head_dim < 1:
-            raise ValueError(f"MultiHeadAttention: head_dim must be positive; got {head_dim}.")
-        if lora_rank is not None and (isinstance(lora_rank, bool) or lora_rank < 1):
-            raise ValueError(
-                f"MultiHeadAttention: lora_rank must be >= 1 or None; got {lora_rank}."
-            )
+        head_dim = arguments.positive_int(NAME, "head_dim", head_dim)
+        if lora_rank is not None:
+            lora_rank = arguments.positive_int(NAME, "lora_rank", lora_rank)
         if positions not in POSITIONS:
             raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
         if logits_soft_cap is not None and not _takes(self.op, "logits_soft_cap"):
@@ -139,7 +179,12 @@ class MultiHeadAttention(nnx.Module):
         self.kind, self.positions, self.record_maps = kind, positions, record_maps
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         given = dict(kind_params or {})
+        # Arrays the layer owns as state start from these; they are not static op parameters.
         projection = given.pop("projection", None) if kind == "performer" else None
+        linformer_init = {}
+        if kind == "linformer":
+            names = ("key_projection", "value_projection")
+            linformer_init = {name: given.pop(name) for name in names if name in given}
         # Static attributes hold no arrays: layouts and the like become nested tuples.
         given = {name: _static(value) for name, value in given.items()}
         self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **given}
@@ -174,6 +219,10 @@ class MultiHeadAttention(nnx.Module):
         features = None
         if kind == "performer":
             num_features = self.kind_params.pop("num_features", None)
+            if num_features is not None:
+                num_features = arguments.positive_int(
+                    f"{NAME}(performer)", "num_features", num_features
+                )
             if projection is not None and num_features not in (None, len(projection)):
                 raise ValueError(
                     f"MultiHeadAttention(performer): num_features={num_features} but the given "
@@ -182,7 +231,7 @@ class MultiHeadAttention(nnx.Module):
             if projection is not None:
                 num_features = len(projection)
             features = RandomFeatures(
-                num_features or DEFAULT_FAVOR_FEATURES,
+                DEFAULT_FAVOR_FEATURES if num_features is None else num_features,
                 head_dim,
                 projection=projection,
                 redraw_every=redraw_every,
@@ -191,10 +240,10 @@ class MultiHeadAttention(nnx.Module):
         self.features = features
         linformer_e = linformer_f = None
         if kind == "linformer":
-            projected = self.kind_params.pop("projected_len", 256)
-            init = nnx.initializers.normal(1.0 / math.sqrt(projected))
-            linformer_e = nnx.Param(init(rngs.params(), (projected, max_len), param_dtype))
-            linformer_f = nnx.Param(init(rngs.params(), (projected, max_len), param_dtype))
+            projected_len = self.kind_params.pop("projected_len", None)
+            linformer_e, linformer_f = _linformer_projections(
+                linformer_init, projected_len, max_len, param_dtype, rngs
+            )
         self.linformer_e, self.linformer_f = linformer_e, linformer_f
         if kind == "bigbird" and "seed" not in self.kind_params:
             # Drawn once, concretely: the layout picks the computed blocks at trace time.
@@ -240,6 +289,9 @@ class MultiHeadAttention(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
         """Empties (or creates) the decoding state for `batch` sequences of up to max_len tokens.
+
+        max_len bounds decoding for every kind (see `decode` in `__call__`), though only a full
+        KV cache takes memory in proportion to it.
 
         Length-dependent defaults (strided's stride, block_sparse's band, bigbird's random
         blocks) follow max_len while decoding; set them in kind_params to pin them.
@@ -334,7 +386,12 @@ class MultiHeadAttention(nnx.Module):
                 logits_soft_cap=self.kind_params.get("logits_soft_cap"),
             )
         self.cache.set_value(state)
-        return out
+        fits = index + T <= self.cache_max_len
+        # Under jit the index is traced and the check above cannot raise, while a full KV cache
+        # clamps the overflowing write onto earlier slots and returns finite, wrong outputs.
+        # NaN for every token of such a call (and of every later one: the index only grows)
+        # keeps it from passing for a result, for every kind, so jit refuses what eager does.
+        return jnp.where(fits, out, jnp.nan)
 
     def __call__(
         self,
@@ -358,7 +415,9 @@ class MultiHeadAttention(nnx.Module):
           query_positions, key_positions: int [B, T] / [B, S] for RoPE; default 0..T-1, 0..S-1.
           deterministic: disables dropout; default: the module's dropout setting.
           decode: x holds the next T tokens of sequences in the decoding state (`init_cache`);
-            attention is causal over everything decoded so far. Self-attention only.
+            attention is causal over everything decoded so far. Self-attention only. A call
+            that would pass init_cache's max_len raises a ValueError, or under jit (where the
+            position is traced) returns NaN for all its tokens, as do all later calls.
         """
         if decode:
             given = dict(

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attention_jax.layers import arguments
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
 from attention_jax.layers.feedforward import FeedForward
@@ -59,7 +60,7 @@ class EncoderBlock(nnx.Module):
       logits_soft_cap: caps attention logits at +-cap via tanh; None for no cap.
       activation: 'gelu', 'relu' or 'swiglu'.
       norm: 'layernorm' or 'rmsnorm'.
-      dropout_rate: dropout on each residual branch.
+      dropout_rate: dropout on each residual branch, in [0, 1).
       lora_rank: LoRA updates of this rank on every projection; None for none.
       moe: MoEFeedForward options (num_experts, top_k, ...) to replace the feed-forward
         network with a mixture of experts; None for a dense one.
@@ -93,6 +94,12 @@ class EncoderBlock(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
+        owner = type(self).__name__
+        # Checked here so the error names the block's own arguments (mlp_dim, not hidden).
+        d_model = arguments.positive_int(owner, "d_model", d_model)
+        num_heads = arguments.positive_int(owner, "num_heads", num_heads)
+        mlp_dim = arguments.positive_int(owner, "mlp_dim", mlp_dim)
+        dropout_rate = arguments.dropout_rate(owner, dropout_rate)
         typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attention_norm = make_norm(norm, d_model, **typed)
         self.attention = _attention(

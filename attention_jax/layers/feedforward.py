@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attention_jax.layers import arguments
+
 # Exact (erf) GELU, as in BERT and ViT; SwiGLU's nonlinearity is the SiLU on its gate.
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
@@ -43,7 +45,7 @@ class FeedForward(nnx.Module):
       d_model: D, input and output features.
       hidden: F, hidden features (of each of SwiGLU's gate and up projections).
       activation: 'gelu' (exact), 'relu' or 'swiglu'.
-      dropout_rate: dropout on the hidden activations.
+      dropout_rate: dropout on the hidden activations, in [0, 1).
       use_bias: biases in the projections.
       lora_rank: adds a rank-r LoRA update to every projection; None for none.
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
@@ -69,12 +71,11 @@ class FeedForward(nnx.Module):
                 f"FeedForward: unknown activation {activation!r}; choose one of "
                 f"{', '.join(sorted(ACTIVATIONS))}."
             )
-        if d_model < 1 or hidden < 1:
-            raise ValueError(
-                f"FeedForward: d_model and hidden must be positive; got {d_model}, {hidden}."
-            )
-        if lora_rank is not None and lora_rank < 1:
-            raise ValueError(f"FeedForward: lora_rank must be positive or None; got {lora_rank}.")
+        d_model = arguments.positive_int("FeedForward", "d_model", d_model)
+        hidden = arguments.positive_int("FeedForward", "hidden", hidden)
+        if lora_rank is not None:
+            lora_rank = arguments.positive_int("FeedForward", "lora_rank", lora_rank)
+        dropout_rate = arguments.dropout_rate("FeedForward", dropout_rate)
         self.activation = activation
         linear = functools.partial(
             _linear,

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_jax.layers import expert_parallel, routing
+from attention_jax.layers import arguments, expert_parallel, routing
 from attention_jax.layers.feedforward import ACTIVATIONS, GATED
 
 DISPATCHES = ("einsum", "sort")
@@ -87,7 +87,11 @@ class MoEFeedForward(nnx.Module):
             )
         if activation not in ACTIVATIONS:
             raise ValueError(f"MoEFeedForward: unknown activation {activation!r}.")
-        if num_experts < 1 or not 1 <= top_k <= num_experts:
+        d_model = arguments.positive_int("MoEFeedForward", "d_model", d_model)
+        hidden = arguments.positive_int("MoEFeedForward", "hidden", hidden)
+        num_experts = arguments.positive_int("MoEFeedForward", "num_experts", num_experts)
+        top_k = arguments.positive_int("MoEFeedForward", "top_k", top_k)
+        if top_k > num_experts:
             raise ValueError(
                 f"MoEFeedForward: need num_experts >= 1 and 1 <= top_k <= num_experts; got "
                 f"{num_experts}, {top_k}."

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_jax import ops
-from attention_jax.layers import positional
+from attention_jax.layers import arguments, positional
 
+NAME = "MoEAttention"
 # Kinds whose op takes learned or random arrays owned by `MultiHeadAttention` (Linformer's
 # projections, Performer's features); routing them would need that state per expert.
 _STATEFUL_KINDS = ("linformer", "performer")
@@ -67,7 +68,13 @@ class MoEAttention(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if not 1 <= top_k <= num_experts:
+        in_features = arguments.positive_int(NAME, "in_features", in_features)
+        num_heads = arguments.positive_int(NAME, "num_heads", num_heads)
+        num_experts = arguments.positive_int(NAME, "num_experts", num_experts)
+        top_k = arguments.positive_int(NAME, "top_k", top_k)
+        head_dim = in_features // num_heads if head_dim is None else head_dim
+        head_dim = arguments.positive_int(NAME, "head_dim", head_dim)
+        if top_k > num_experts:
             raise ValueError(
                 f"MoEAttention: need 1 <= top_k <= num_experts; got {top_k}, {num_experts}."
             )
@@ -81,7 +88,6 @@ class MoEAttention(nnx.Module):
             raise ValueError(f"MoEAttention: positions must be None or 'rope'; got {positions!r}.")
         self.positions = positions
         self.dtype = dtype
-        head_dim = head_dim or in_features // num_heads
         self.attention_fn = ops.get(kind)
         self.kind_params = dict(kind_params or {})
         self.top_k = top_k

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_jax import ops
+from attention_jax.layers import arguments
 
 
 class FeatureProjection(nnx.Variable):
@@ -32,6 +33,8 @@ class RandomFeatures(nnx.Module):
     def __init__(
         self, num_features: int, head_dim: int, *, projection=None, redraw_every=None, rngs
     ):
+        num_features = arguments.positive_int("RandomFeatures", "num_features", num_features)
+        head_dim = arguments.positive_int("RandomFeatures", "head_dim", head_dim)
         if redraw_every is not None and (isinstance(redraw_every, bool) or redraw_every < 1):
             raise ValueError(
                 f"redraw_every must be a positive number of calls or None; got {redraw_every!r}."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -21,6 +22,38 @@ MODELS = {
     config_lib.EncoderDecoderConfig.name: (config_lib.EncoderDecoderConfig, EncoderDecoder),
     config_lib.ViTConfig.name: (config_lib.ViTConfig, ViT),
 }
+
+
+def _tokens(length: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((1, length), jnp.int32)
+
+
+# The positional and keyword inputs of one example for each family, as shapes.
+EXAMPLE_INPUTS = {
+    "classifier": lambda c: (
+        (_tokens(c.max_len),),
+        {"pair": _tokens(c.max_len)} if c.dual_encoder else {},
+    ),
+    "lm": lambda c: ((_tokens(c.max_len),), {}),
+    "encoder_decoder": lambda c: ((_tokens(c.max_len), _tokens(c.max_len)), {}),
+    "vit": lambda c: (
+        (jax.ShapeDtypeStruct((1, c.image_size, c.image_size, c.channels), c.compute_dtype),),
+        {},
+    ),
+}
+
+
+def _trace_first_call(model: nnx.Module, config: config_lib.TransformerConfig) -> None:
+    """Traces (computes nothing) the model on one example, so a kind_params value the op
+    refuses, or a parameter it lacks, fails at build rather than at the first step."""
+    args, kwargs = EXAMPLE_INPUTS[config.name](config)
+    try:
+        jax.eval_shape(lambda *a, **k: model(*a, **k, deterministic=True), *args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{type(config).__name__}: attention with kind_params={config.kind_params} fails on "
+            f"a first example: {error}"
+        ) from error
 
 
 def _entry(name):
@@ -41,7 +74,8 @@ def build(config, *, rngs: nnx.Rngs) -> nnx.Module:
 
     Raises:
       ValueError: for an unknown name, unknown config keys, or settings that cannot build
-        (an unknown attention kind, a head count that does not divide).
+        (an unknown attention kind, a head count that does not divide, kind_params that no
+        layer takes or whose op refuses them).
     """
     if isinstance(config, config_lib.TransformerConfig):
         name = config.name
@@ -55,7 +89,11 @@ def build(config, *, rngs: nnx.Rngs) -> nnx.Module:
     config_class, model_class = _entry(name)
     if not isinstance(config, config_class):
         config = config_lib.from_config_dict(config_class, config)
-    return model_class(config, rngs=rngs)
+    model = model_class(config, rngs=rngs)
+    # Every kind runs with its defaults (the ops tests say so); only given params need a trace.
+    if config.kind_params:
+        _trace_first_call(model, config)
+    return model
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:

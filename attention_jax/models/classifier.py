@@ -64,7 +64,7 @@ class SequenceClassifier(nnx.Module):
         """Class logits, float32 [B, num_classes].
 
         Args:
-          tokens: int [B, T].
+          tokens: int [B, T] in [0, vocab_size) (others raise, or under jit give NaN logits).
           lengths: optional int [B]; tokens at or past the length are padding and change
             nothing.
           pair: int [B, T2], the second sequence; required with dual_encoder, refused without.

@@ -3,12 +3,17 @@
 `attention` names a kind from `ops.names()` for every layer, or gives one kind per layer as a
 tuple, so a hybrid is configuration: `attention=('local', 'dense') * 3` for six layers.
 `kind_params` is either one dict of parameters for every layer, or a dict keyed by kind names
-giving each kind its own (`{'local': {'local_window_size': (64, 0)}, 'bigbird': {...}}`).
+giving each kind its own (`{'local': {'local_window_size': (64, 0)}, 'bigbird': {...}}`). Every
+key must reach a layer: a kind the model uses, or a parameter its kinds' ops take; `build` then
+traces a first call, so values an op refuses fail there too, not at the first training step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -23,6 +28,60 @@ POSITIONS = (None, "rope", "alibi", "sinusoidal", "learned")
 # 'rope' and 'alibi' act inside attention; the others are added to the embeddings.
 ADDED_POSITIONS = ("sinusoidal", "learned")
 POOLINGS = ("cls", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config field allows; `str()` states them as errors print them."""
+
+    low: float
+    high: float = math.inf
+    integer: bool = False
+    open_low: bool = False  # (low, ... rather than [low, ...
+    closed_high: bool = False  # ..., high] rather than ..., high)
+    optional: bool = False  # None allowed too
+
+    def __contains__(self, value) -> bool:
+        if value is None:
+            return self.optional
+        # bool is an int to Python, but True heads or steps is a slip, never a number.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        # Integers are finite (and math.isfinite overflows on huge ones); floats may be nan.
+        if not isinstance(value, numbers.Integral) and (self.integer or not math.isfinite(value)):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        below = value <= self.high if self.closed_high else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = _number(self.low)
+        if math.isinf(self.high):
+            text = f"{'>' if self.open_low else '>='} {low}"
+        else:
+            brackets = "(" if self.open_low else "[", "]" if self.closed_high else ")"
+            text = f"in {brackets[0]}{low}, {_number(self.high)}{brackets[1]}"
+        if self.integer:
+            text += " (an integer)"
+        elif math.isinf(self.high):
+            text += " and finite"
+        return f"{text}, or None" if self.optional else text
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+POSITIVE_INT = Range(1, integer=True)
+POSITIVE_INT_OR_NONE = Range(1, integer=True, optional=True)
+
+
+def check_ranges(where: str, config, ranges: Mapping[str, Range]) -> None:
+    """Raises a one-line ValueError naming the first field of `config` outside its range."""
+    for name, allowed in ranges.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ValueError(f"{where}{name} must be {allowed}; got {value!r}.")
 
 
 def _frozen(value):
@@ -107,9 +166,36 @@ def _check_moe_attention(config: TransformerConfig, kinds: tuple[str, ...]) -> N
         )
 
 
+def _op_parameters(kind: str) -> tuple[str, ...] | None:
+    """The keyword parameters of the op of `kind`; None when it passes **kwargs on unseen."""
+    parameters = inspect.signature(ops.get(kind)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(sorted(p.name for p in parameters if p.kind is p.KEYWORD_ONLY))
+
+
+def _not_taken(kind: str, names) -> list[str]:
+    """The names among `names` that the op of `kind` has no parameter for."""
+    taken = _op_parameters(kind)
+    return [] if taken is None else sorted(set(names) - set(taken))
+
+
 def _one_of(cls_name: str, field: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{cls_name}: {field} must be one of {tuple(valid)}; got {value!r}.")
+
+
+# The numeric fields every family shares.
+SHARED_RANGES = {
+    "d_model": POSITIVE_INT,
+    "num_heads": POSITIVE_INT,
+    "num_kv_heads": POSITIVE_INT_OR_NONE,
+    "head_dim": POSITIVE_INT_OR_NONE,
+    "mlp_dim": POSITIVE_INT,
+    "dropout_rate": Range(0, 1),
+    "logits_soft_cap": Range(0, open_low=True, optional=True),
+    "lora_rank": POSITIVE_INT_OR_NONE,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,16 +233,14 @@ class TransformerConfig:
         for field in ("attention", "kind_params", "moe", "moe_attention"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
         cls = type(self).__name__
-        for field in ("d_model", "num_heads", "mlp_dim"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{cls}: {field} must be positive; got {getattr(self, field)}.")
+        check_ranges(f"{cls}: ", self, SHARED_RANGES)
         if self.head_dim is None and self.d_model % self.num_heads:
             raise ValueError(
                 f"{cls}: d_model ({self.d_model}) is not divisible by num_heads "
                 f"({self.num_heads}); pick num_heads dividing d_model or set head_dim."
             )
         kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
-        if kv_heads < 1 or self.num_heads % kv_heads:
+        if self.num_heads % kv_heads:
             raise ValueError(
                 f"{cls}: num_heads ({self.num_heads}) must be a positive multiple of "
                 f"num_kv_heads ({self.num_kv_heads}) for grouped-query attention."
@@ -169,8 +253,6 @@ class TransformerConfig:
         _one_of(cls, "activation", self.activation, sorted(ACTIVATIONS))
         _one_of(cls, "norm", self.norm, sorted(NORMS))
         _one_of(cls, "positions", self.positions, POSITIONS)
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"{cls}: dropout_rate must be in [0, 1); got {self.dropout_rate}.")
         for field in ("dtype", "param_dtype"):
             value = getattr(self, field)
             try:
@@ -182,6 +264,56 @@ class TransformerConfig:
                     f"{cls}: {field} must name a floating dtype such as 'float32' or "
                     f"'bfloat16'; got {value!r}."
                 )
+        self._check_kind_params()
+
+    def _check_kind_params(self) -> None:
+        """Raises unless every key of kind_params reaches a layer that takes it.
+
+        Keyed by kind, each key must be a kind in use and each of its entries a parameter of
+        that kind's op; one dict for every layer must hold parameters of every self-attention
+        kind in use. (Ops taking **kwargs are checked when `build` traces a first call.)
+        """
+        cls = type(self).__name__
+        own = self.self_attention_kinds()
+        in_use = tuple(dict.fromkeys(own + self.cross_attention_kinds()))
+        if not self._keyed_by_kind():
+            for kind in own:
+                if unknown := _not_taken(kind, self.kind_params):
+                    raise ValueError(
+                        f"{cls}: kind_params {unknown} reach every layer, but kind {kind!r} "
+                        f"has no such parameter (it takes {_op_parameters(kind)}); the kinds "
+                        f"in use are {in_use}. Give each kind its own: {{kind: {{...}}}}."
+                    )
+            return
+        for key, params in self.kind_params.items():
+            if key not in in_use:
+                raise ValueError(
+                    f"{cls}: kind_params key {key!r} applies to no layer; the kinds in use are "
+                    f"{in_use}."
+                )
+            if not isinstance(params, Mapping):
+                raise ValueError(
+                    f"{cls}: kind_params[{key!r}] must be a dict of {key}'s parameters; got "
+                    f"{params!r}."
+                )
+            if unknown := _not_taken(key, params):
+                raise ValueError(
+                    f"{cls}: kind_params[{key!r}] sets {unknown}, which kind {key!r} has no "
+                    f"parameter for; it takes {_op_parameters(key)}."
+                )
+
+    def self_attention_kinds(self) -> tuple[str, ...]:
+        """The distinct kinds of the model's self-attention layers."""
+        kinds = (self.attention,) if isinstance(self.attention, str) else self.attention
+        return tuple(dict.fromkeys(kinds))
+
+    def cross_attention_kinds(self) -> tuple[str, ...]:
+        """The kinds of its multihead cross-attention layers (only encoder-decoders have any)."""
+        return ()
+
+    def _keyed_by_kind(self) -> bool:
+        """Whether kind_params gives kinds their own dicts, rather than one dict for all."""
+        return any(key in ops.names() for key in self.kind_params)
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -225,18 +357,15 @@ class TransformerConfig:
     def params_for(self, kind: str, *, shared: bool = True) -> dict:
         """kind_params for a layer of `kind`: its own entry when keyed by kind, else all
         (or nothing, when not `shared`: cross attention takes only its own entry)."""
-        params = self.kind_params
-        if params and all(key in ops.names() for key in params):
-            return dict(params.get(kind, {}))
-        return dict(params) if shared else {}
+        if self._keyed_by_kind():
+            return dict(self.kind_params.get(kind, {}))
+        return dict(self.kind_params) if shared else {}
 
 
-def _check_family(config, sizes: dict[str, int], choices: dict[str, tuple]) -> None:
-    """Raises unless every size is positive and every choice is one of its valid values."""
+def _check_family(config, sizes: tuple[str, ...], choices: dict[str, tuple]) -> None:
+    """Raises unless every size is a positive int and every choice one of its valid values."""
     cls = type(config).__name__
-    for field, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"{cls}: {field} must be positive; got {value}.")
+    check_ranges(f"{cls}: ", config, dict.fromkeys(sizes, POSITIVE_INT))
     for field, valid in choices.items():
         _one_of(cls, field, getattr(config, field), valid)
 
@@ -257,8 +386,8 @@ class ClassifierConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
-        sizes = dict(vocab_size=self.vocab_size, num_layers=self.num_layers)
-        _check_family(self, {**sizes, "num_classes": self.num_classes}, {"pooling": POOLINGS})
+        sizes = ("vocab_size", "num_layers", "max_len", "num_classes")
+        _check_family(self, sizes, {"pooling": POOLINGS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +403,7 @@ class LanguageModelConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
-        _check_family(self, dict(vocab_size=self.vocab_size, num_layers=self.num_layers), {})
+        _check_family(self, ("vocab_size", "num_layers", "max_len"), {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,16 +433,23 @@ class EncoderDecoderConfig(TransformerConfig):
         for kind in self.layer_kinds(self.num_decoder_layers, "decoder_attention"):
             ops.get(kind)
         ops.get(self.cross_attention_kind)
-        _check_family(
-            self,
-            dict(
-                source_vocab_size=self.source_vocab_size,
-                target_vocab_size=self.target_vocab_size,
-                num_encoder_layers=self.num_encoder_layers,
-                num_decoder_layers=self.num_decoder_layers,
-            ),
-            {"cross_attention": tuple(c for c in CROSS_ATTENTION if c is not None)},
+        sizes = (
+            "source_vocab_size",
+            "target_vocab_size",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "max_len",
         )
+        choices = {"cross_attention": tuple(c for c in CROSS_ATTENTION if c is not None)}
+        _check_family(self, sizes, choices)
+
+    def self_attention_kinds(self) -> tuple[str, ...]:
+        decoder = self.attention if self.decoder_attention is None else self.decoder_attention
+        decoder = (decoder,) if isinstance(decoder, str) else tuple(decoder)
+        return tuple(dict.fromkeys(super().self_attention_kinds() + decoder))
+
+    def cross_attention_kinds(self) -> tuple[str, ...]:
+        return (self.cross_attention_kind,) if self.cross_attention == "multihead" else ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,13 +468,7 @@ class ViTConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
-        sizes = dict(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            channels=self.channels,
-            num_layers=self.num_layers,
-            num_classes=self.num_classes,
-        )
+        sizes = ("image_size", "patch_size", "channels", "num_layers", "num_classes")
         _check_family(self, sizes, {"pooling": POOLINGS})
         if self.image_size % self.patch_size:
             raise ValueError(

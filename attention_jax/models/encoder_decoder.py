@@ -68,11 +68,13 @@ class EncoderDecoder(nnx.Module):
 
         Args:
           source: int [B, S] source tokens; may be None when `encoded` is given.
-          targets: int [B, T], the decoder inputs (targets shifted right).
+          targets: int [B, T], the decoder inputs (targets shifted right). Ids outside each
+            vocabulary raise, or under jit give NaN logits.
           source_lengths: optional int [B]; source tokens at or past it are padding, hidden
             from the encoder and from cross-attention.
           encoded: [B, S, D] outputs of `encode`, to decode step by step without re-encoding.
-          decode: targets follow those already in the decoding state (`init_cache`).
+          decode: targets follow those already in the decoding state (`init_cache`); past its
+            max_len, a ValueError, or under jit NaN logits.
           deterministic: disables dropout; default: the module's dropout setting.
         """
         if encoded is None:

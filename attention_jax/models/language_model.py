@@ -30,7 +30,7 @@ class LanguageModel(nnx.Module):
         """The prompt int [B, P] continued by `steps` tokens: int32 [B, P + steps].
 
         Args:
-          prompt: int [B, P], P >= 1 (one length for the whole batch).
+          prompt: int [B, P] in [0, vocab_size), P >= 1 (one length for the whole batch).
           steps: tokens to generate; P + steps <= config.max_len.
           temperature: 0 is greedy; higher flattens the distribution.
           top_k: sample among the k most likely tokens only; None for all.
@@ -48,9 +48,11 @@ class LanguageModel(nnx.Module):
         """Next-token logits, float32 [B, T, V].
 
         Args:
-          tokens: int [B, T]. Padding at the end needs no lengths: causal attention keeps it
-            out of every earlier position.
-          decode: tokens follow those already in the decoding state (`init_cache`).
+          tokens: int [B, T] in [0, vocab_size) (others raise, or under jit give NaN logits).
+            Padding at the end needs no lengths: causal attention keeps it out of every earlier
+            position.
+          decode: tokens follow those already in the decoding state (`init_cache`); past its
+            max_len, a ValueError, or under jit NaN logits.
           deterministic: disables dropout; default: the module's dropout setting.
         """
         x_BTD = self.embedder(tokens, decode=decode, deterministic=deterministic)

@@ -43,6 +43,14 @@ def generate(model, prompt, steps: int, *, temperature=1.0, top_k=None, rng=None
     prompt = jnp.asarray(prompt)
     if prompt.ndim != 2 or prompt.shape[1] < 1 or not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise ValueError(f"generate: prompt must be int [batch, length >= 1]; got {prompt.shape}.")
+    vocab = model.config.vocab_size
+    # The model's own check cannot run inside the jitted prefill, where a bad id gives NaN
+    # logits and argmax turns them into a plausible token.
+    if not ((prompt >= 0) & (prompt < vocab)).all():
+        raise ValueError(
+            f"generate: prompt token ids must lie in [0, vocab_size = {vocab}); got ids from "
+            f"{int(prompt.min())} to {int(prompt.max())}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"generate: steps must be a positive int; got {steps!r}.")
     total, max_len = prompt.shape[1] + steps, model.config.max_len
@@ -53,7 +61,6 @@ def generate(model, prompt, steps: int, *, temperature=1.0, top_k=None, rng=None
         )
     if not temperature >= 0:
         raise ValueError(f"generate: temperature must be >= 0; got {temperature}.")
-    vocab = model.config.vocab_size
     if top_k is not None and (isinstance(top_k, bool) or not 1 <= top_k <= vocab):
         raise ValueError(f"generate: top_k must be None or in 1..{vocab}; got {top_k!r}.")
     if temperature > 0 and rng is None:

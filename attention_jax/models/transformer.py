@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from attention_jax.layers.blocks import DecoderBlock, EncoderBlock, make_norm
@@ -85,7 +86,11 @@ class AbsolutePositions(nnx.Module):
 
 
 class Embedder(nnx.Module):
-    """Token embeddings scaled by sqrt(D), optional prefix vector, absolute positions, dropout."""
+    """Token embeddings scaled by sqrt(D), optional prefix vector, absolute positions, dropout.
+
+    Token ids must lie in [0, vocab_size): eagerly, others raise a ValueError; under jit, where
+    they cannot be checked, their embeddings are NaN, and so is everything computed from them.
+    """
 
     def __init__(self, vocab_size: int, config: TransformerConfig, max_len: int, *, rngs):
         self.d_model = config.d_model
@@ -108,8 +113,22 @@ class Embedder(nnx.Module):
         deterministic: bool | None = None,
     ) -> jax.Array:
         """int tokens [B, T] -> [B, T, D], or [B, 1 + T, D] with a prefix vector [D] first."""
+        vocab_size = self.embed.num_embeddings
+        if not isinstance(tokens, jax.core.Tracer):
+            ids = np.asarray(tokens)
+            unknown = np.unique(ids[(ids < 0) | (ids >= vocab_size)]).tolist()
+            if unknown:
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                raise ValueError(
+                    f"token ids must lie in [0, vocab_size = {vocab_size}); got {unknown[:5]}"
+                    f"{more}. Build the model with the tokenizer's vocabulary size."
+                )
+        known_BT = (tokens >= 0) & (tokens < vocab_size)
         # Scaled so embeddings start at unit size next to the positions (Vaswani et al. 3.4).
         x_BTD = self.embed(tokens) * math.sqrt(self.d_model)
+        # jnp.take fills ids past the table with NaN but wraps negative ids round to valid rows;
+        # NaN for both, so an id out of range under jit never yields plausible logits.
+        x_BTD = jnp.where(known_BT[..., None], x_BTD, jnp.nan)
         if prefix is not None:
             first = jnp.broadcast_to(prefix.astype(x_BTD.dtype), (x_BTD.shape[0], 1, self.d_model))
             x_BTD = jnp.concatenate([first, x_BTD], axis=1)

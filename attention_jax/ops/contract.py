@@ -146,6 +146,29 @@ def check_lengths(kind: str, name: str, lengths, batch: int) -> jax.Array | None
     return lengths.astype(jnp.int32)
 
 
+def zero_padding(query, key, value, q_lengths, kv_lengths):
+    """query, key, value [B, L, ...] with positions at or past their lengths [B] set to 0.
+
+    Hiding a padded key from the scores is not enough: it still enters the products with V, and
+    the backward pass, with weight 0, and 0 * NaN = NaN (a padded query row likewise reaches the
+    key gradient). Replacing what padding holds keeps a NaN or Inf there out of the output and
+    out of every gradient. Lengths of None leave their arrays as they are.
+    """
+    return (
+        _zero_past(query, q_lengths),
+        _zero_past(key, kv_lengths),
+        _zero_past(value, kv_lengths),
+    )
+
+
+def _zero_past(x, lengths):
+    if lengths is None:
+        return x
+    valid_BL = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+    valid = valid_BL.reshape(*valid_BL.shape, *(1,) * (x.ndim - 2))
+    return jnp.where(valid, x, jnp.zeros((), x.dtype))
+
+
 def check_segment_ids(kind: str, query_segment_ids, kv_segment_ids, dims: Dims):
     """Checks packed-sequence segment ids [B, T] and [B, S]; both or neither."""
     if (query_segment_ids is None) != (kv_segment_ids is None):

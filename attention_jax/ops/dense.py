@@ -23,22 +23,40 @@ from jax.custom_derivatives import SymbolicZero
 from attention_jax.ops import contract, masks
 
 
-def _exp_and_inverse_sum(logits: jax.Array, ok: jax.Array | None):
-    """exp(logits - row max), 0 where not ok, and 1 / its row sum (1 on rows with nothing ok)."""
+def _exp_and_inverse_sum(logits: jax.Array, ok: jax.Array | None, recentre: bool):
+    """exp(logits - row max), 0 where not ok, and 1 / its row sum (1 on rows with nothing ok).
+
+    `recentre` is for logits that end in a product (`dot * scale`, or a dot that XLA turns into
+    a multiply): XLA:CPU recomputes that product inside both the max fusion and the exp fusion,
+    and LLVM contracts `product - max` into one FMA in the exp fusion only. At the argmax the
+    exponent is then the product's rounding error, ~|logit| * 2^-24 instead of 0; past 88 (logits
+    beyond ~2e9) exp overflows and the row turns NaN. A second max over `logits - max`, which both
+    fusions now compute alike, makes that exponent exactly 0, for one more pass over the logits.
+    """
     if ok is not None:
         logits = jnp.where(ok, logits, -jnp.inf)
-    row_max = logits.max(axis=-1, keepdims=True)
-    # A row with nothing allowed (or all -inf bias) shifts by 0, so exp gives zeros, not NaN.
-    row_max = jnp.where(row_max == -jnp.inf, 0.0, row_max)
-    unnormalised = jnp.exp(logits - row_max)
+    shifted = logits - _row_max(logits)
+    if recentre:
+        shifted = shifted - _row_max(shifted)
+    unnormalised = jnp.exp(shifted)
     row_sum = unnormalised.sum(axis=-1, keepdims=True)
     return unnormalised, 1.0 / jnp.where(row_sum > 0, row_sum, 1.0)
 
 
+def _row_max(x):
+    # A row with nothing allowed (or all -inf bias) shifts by 0, so exp gives zeros, not NaN.
+    row_max = x.max(axis=-1, keepdims=True)
+    return jnp.where(row_max == -jnp.inf, 0.0, row_max)
+
+
 @jax.custom_jvp
 def masked_softmax(logits: jax.Array, ok: jax.Array | None) -> jax.Array:
-    """Softmax over the last axis that gives all-zero rows where nothing is allowed."""
-    unnormalised, inverse_sum = _exp_and_inverse_sum(logits, ok)
+    """Softmax over the last axis that gives all-zero rows where nothing is allowed.
+
+    Safe for logits of any size under jit, however they were computed (see
+    `_exp_and_inverse_sum`).
+    """
+    unnormalised, inverse_sum = _exp_and_inverse_sum(logits, ok, recentre=True)
     return unnormalised * inverse_sum
 
 
@@ -67,6 +85,10 @@ def _attend(q_BKRH, k_BKSH, v_BKSH, bias_BKRS, ok_BKRS, scale, cap):
 
 def _attend_parts(q_BKRH, k_BKSH, v_BKSH, bias_BKRS, ok_BKRS, scale, cap):
     acc = scale.dtype
+    # Logits that end in a product XLA may recompute per fusion (see _exp_and_inverse_sum): the
+    # scale applied after a bfloat16 dot, or a dot over a head dim of 1, which XLA writes as a
+    # multiply. Other logits come out of a matmul, one array every fusion reads alike.
+    trailing_product = q_BKRH.dtype != acc or q_BKRH.shape[-1] == 1
     if q_BKRH.dtype == acc:
         # Scaling q, not the [.., R, S] logits, saves a pass over R x S (XLA does not fuse it).
         logits_BKRS = jnp.einsum("bkrh,bksh->bkrs", scale * q_BKRH, k_BKSH)
@@ -81,7 +103,7 @@ def _attend_parts(q_BKRH, k_BKSH, v_BKSH, bias_BKRS, ok_BKRS, scale, cap):
         logits_BKRS = cap * tanh_BKRS
     if bias_BKRS is not None:
         logits_BKRS = (logits_BKRS + bias_BKRS).astype(acc)
-    exp_BKRS, inverse_sum_BKR1 = _exp_and_inverse_sum(logits_BKRS, ok_BKRS)
+    exp_BKRS, inverse_sum_BKR1 = _exp_and_inverse_sum(logits_BKRS, ok_BKRS, trailing_product)
     # Normalising the [.., R, H] product, not the [.., R, S] weights, saves a pass over R x S.
     out_BKRH = inverse_sum_BKR1 * jnp.einsum(
         "bkrs,bksh->bkrh", exp_BKRS.astype(v_BKSH.dtype), v_BKSH, preferred_element_type=acc
@@ -197,6 +219,7 @@ def dense(
         query_segment_ids=query_segment_ids,
         key_value_segment_ids=key_value_segment_ids,
     )
+    query, key, value = contract.zero_padding(query, key, value, spec.q_lengths, spec.kv_lengths)
     q_BKGTH = contract.heads_major_query(query, dims.num_kv_heads)
     k_BKSH = contract.heads_major_kv(key)
     v_BKSH = contract.heads_major_kv(value)

@@ -456,6 +456,7 @@ def blocked_attention(
         dense=_pad_axis(_pad_axis(spec.dense, 3, Tp, False), 4, Sp, False),
     )
     bias = _pad_axis(_pad_axis(bias, 3, Tp, 0), 4, Sp, 0)
+    query, key, value = contract.zero_padding(query, key, value, spec.q_lengths, spec.kv_lengths)
     q = _pad_axis(contract.heads_major_query(query, dims.num_kv_heads), 3, Tp, 0)
     k = _pad_axis(contract.heads_major_kv(key), 2, Sp, 0)
     v = _pad_axis(contract.heads_major_kv(value), 2, Sp, 0)

@@ -40,8 +40,11 @@ def normalise(num, den):
     never NaN, in value and gradient. Every feature map here has phi(q).phi(k) >= 0 and
     |num| <= den * max|v|, so a tiny floor loses nothing; a floor of 1e-6 (common in other code)
     would bias FAVOR+, whose normalisers can legitimately be that small.
+
+    A NaN den (a NaN or Inf in q or k) is not "below the floor": it passes through as NaN, as
+    dense attention's would, so a diverging run shows NaN instead of a plausible-looking 0.
     """
-    ok = den > jnp.finfo(den.dtype).tiny
+    ok = ~(den <= jnp.finfo(den.dtype).tiny)  # True for NaN, which every comparison fails
     return jnp.where(ok[..., None], num / jnp.where(ok, den, 1.0)[..., None], 0.0)
 
 
@@ -202,6 +205,7 @@ def linear(
         `performer`) or a `FeatureMap` from `ops.feature_map(...)`.
       chunk_size: causal only: tokens per chunk (any size; T is padded internally).
       scale: logit scale for the exp-approximating maps (favor, taylor), default 1/sqrt(H);
+        must be positive (a traced scale cannot be checked: a non-positive one gives NaN);
         refused for elu, relu and cosformer, whose kernels have no temperature.
       is_causal: query i sees keys 0..i (needs T == S).
       query_seq_lengths: optional int [B]; query rows past the length output zeros.
@@ -235,6 +239,7 @@ def linear(
     kv_lengths = contract.check_lengths(
         kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch
     )
+    query, key, value = contract.zero_padding(query, key, value, q_lengths, kv_lengths)
     q_BKGTH = contract.heads_major_query(query, dims.num_kv_heads)
     k_BKSH = contract.heads_major_kv(key)
     acc = contract.accumulation_dtype(query.dtype)
@@ -285,6 +290,17 @@ def resolve_feature_map(kind, feature_map_or_name, head_dim: int, *, seq_len=Non
         raise ValueError(
             f"{kind}: feature map {phi.name!r} has no logit scale; leave scale=None (it applies "
             f"to {SCALED})."
+        )
+    # Features carry sqrt(scale): a negative scale would make them NaN, and 0 weights every key
+    # the same whatever q and k are. A traced scale cannot be checked here.
+    if (
+        scale is not None
+        and not isinstance(scale, jax.core.Tracer)
+        and not np.all(np.asarray(scale) > 0)
+    ):
+        raise ValueError(
+            f"{kind}: scale must be positive for feature map {phi.name!r} (its features carry "
+            f"sqrt(scale)); got {scale!r}."
         )
     if phi.name == "favor" and phi.projection.shape[-1] != head_dim:
         raise ValueError(

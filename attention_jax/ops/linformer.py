@@ -91,12 +91,17 @@ def linformer(
     value_projection = key_projection if value_projection is None else value_projection
     _check_projection("key_projection", key_projection, dims.kv_len)
     _check_projection("value_projection", value_projection, dims.kv_len)
+    rows = jnp.shape(key_projection)[0], jnp.shape(value_projection)[0]
+    if rows[0] != rows[1] or rows[0] < 1:
+        raise ValueError(
+            f"linformer: key_projection and value_projection must project to the same "
+            f"projected_len >= 1; got {rows[0]} and {rows[1]} rows."
+        )
     kv_lengths = contract.check_lengths(
         "linformer", "key_value_seq_lengths", key_value_seq_lengths, dims.batch
     )
-    if kv_lengths is not None:
-        valid = (jnp.arange(dims.kv_len)[None, :] < kv_lengths[:, None])[:, :, None, None]
-        key, value = jnp.where(valid, key, 0), jnp.where(valid, value, 0)
+    # The projection mixes every position, so padding must be zeros, not just hidden.
+    _, key, value = contract.zero_padding(None, key, value, None, kv_lengths)
     projected_k = jnp.einsum("ps,bskh->bpkh", key_projection.astype(key.dtype), key)
     projected_v = jnp.einsum("ps,bskh->bpkh", value_projection.astype(value.dtype), value)
     return dense(query, projected_k, projected_v, scale=scale, query_seq_lengths=query_seq_lengths)

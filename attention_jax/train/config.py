@@ -13,6 +13,7 @@ import ml_collections
 from attention_jax import data
 from attention_jax.models import config as model_config_lib
 from attention_jax.models.build import MODELS
+from attention_jax.models.config import POSITIVE_INT, POSITIVE_INT_OR_NONE, Range, check_ranges
 from attention_jax.train.optim import OptimizerConfig
 from attention_jax.train.sharding import MeshConfig
 
@@ -21,6 +22,24 @@ from attention_jax.train.sharding import MeshConfig
 class CheckpointConfig:
     every_steps: int = 1000  # also at the end and on SIGTERM
     keep: int = 3
+
+    def __post_init__(self):
+        check_ranges(
+            "config.checkpoint.", self, dict.fromkeys(("every_steps", "keep"), POSITIVE_INT)
+        )
+
+
+RANGES = {
+    "seq_len": POSITIVE_INT_OR_NONE,
+    "batch_size": POSITIVE_INT,
+    "num_steps": POSITIVE_INT,
+    "eval_every": POSITIVE_INT,
+    "eval_batches": POSITIVE_INT_OR_NONE,
+    "final_eval_batches": POSITIVE_INT_OR_NONE,
+    "log_every": POSITIVE_INT,
+    # Seeds NumPy and grain take (no negatives) and train_group stacks as int32.
+    "seed": Range(0, 2**31, integer=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,20 +65,7 @@ class TrainConfig:
     distributed: bool = False  # call jax.distributed.initialize() (multi-host)
 
     def __post_init__(self):
-        positive = dict(
-            batch_size=self.batch_size,
-            num_steps=self.num_steps,
-            eval_every=self.eval_every,
-            log_every=self.log_every,
-            checkpoint_every_steps=self.checkpoint.every_steps,
-            checkpoint_keep=self.checkpoint.keep,
-        )
-        for field in ("eval_batches", "final_eval_batches"):
-            if getattr(self, field) is not None:
-                positive[field] = getattr(self, field)
-        bad = {k: v for k, v in positive.items() if v < 1}
-        if bad:
-            raise ValueError(f"config: these must be >= 1: {bad}.")
+        check_ranges("config.", self, RANGES)
         if self.batch_size % self.optimizer.grad_accum_steps:
             raise ValueError(
                 f"config: batch_size {self.batch_size} is not divisible by "

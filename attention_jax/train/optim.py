@@ -5,12 +5,26 @@ import dataclasses
 import jax
 import optax
 
+from attention_jax.models.config import Range, check_ranges
 from attention_jax.train import sharding
 
 OPTIMIZERS = ("adamw", "adafactor", "lion")
 SCHEDULES = ("cosine", "rsqrt", "constant")
 # Parameters that are never decayed when `decay_all` is off: norms, biases and embeddings.
 NO_DECAY_NAMES = ("bias", "scale", "embedding", "table", "cls_token")
+# Adam's and Lion's moment decays: 1 would never forget (and Adam's bias correction divides by
+# 1 - b^t = 0); adafactor ignores b1, b2 and eps, which are checked all the same.
+RANGES = {
+    "learning_rate": Range(0, open_low=True),
+    "warmup_steps": Range(0, integer=True),
+    "end_learning_rate_fraction": Range(0, 1, closed_high=True),
+    "weight_decay": Range(0),
+    "b1": Range(0, 1),
+    "b2": Range(0, 1),
+    "eps": Range(0, open_low=True),
+    "clip_norm": Range(0, open_low=True, optional=True),
+    "grad_accum_steps": Range(1, integer=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +49,7 @@ class OptimizerConfig:
             raise ValueError(
                 f"optimizer.schedule must be one of {SCHEDULES}; got {self.schedule!r}."
             )
-        checks = {
-            "learning_rate > 0": self.learning_rate > 0,
-            "warmup_steps >= 0": self.warmup_steps >= 0,
-            "grad_accum_steps >= 1": self.grad_accum_steps >= 1,
-            "weight_decay >= 0": self.weight_decay >= 0,
-            "clip_norm > 0 or None": self.clip_norm is None or self.clip_norm > 0,
-            "0 <= end_learning_rate_fraction <= 1": 0 <= self.end_learning_rate_fraction <= 1,
-        }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError(f"optimizer: need {', '.join(failed)}; got {self}.")
+        check_ranges("optimizer.", self, RANGES)
 
 
 def learning_rate_schedule(
@@ -117,5 +121,5 @@ def make_optimizer(
             weight_decay_rate=config.weight_decay or None,
             weight_decay_mask=mask,
         )
-    clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    clip = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
     return optax.chain(*clip, optimizer)

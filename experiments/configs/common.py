@@ -62,7 +62,9 @@ def base_config(task: str, model: str, *, kind: str) -> ml_collections.ConfigDic
             b1=0.9,
             b2=0.98,
             eps=1e-8,
-            clip_norm=1.0,
+            # Typed object, so the command line can also turn clipping off:
+            # --config.optimizer.clip_norm=None.
+            clip_norm=ml_collections.FieldReference(1.0, field_type=object),
             grad_accum_steps=1,
         )
     )

@@ -268,10 +268,10 @@ def test_generated_task_too_small_for_its_splits(tmp_path):
         data_dir=tmp_path,
         vocab_size=3,
         num_train=100,
-        num_validation=0,
-        num_test=0,
+        num_validation=1,
+        num_test=1,
     )
-    with pytest.raises(ValueError, match=r"only \d+ distinct examples.*but 100 were asked for"):
+    with pytest.raises(ValueError, match=r"only \d+ distinct examples.*but 102 were asked for"):
         task.source("train")
     assert _dataset_files(tmp_path) == []
 
@@ -284,10 +284,10 @@ def test_builder_too_small_for_its_splits(tmp_path):
         seq_len=3,
         vocab_size=3,
         num_train=100,
-        num_validation=0,
-        num_test=0,
+        num_validation=1,
+        num_test=1,
     )
-    with pytest.raises(ValueError, match="only 1 distinct examples.*but 100 were asked for"):
+    with pytest.raises(ValueError, match="only 1 distinct examples.*but 102 were asked for"):
         dataset_builder.download_and_prepare()
 
 
@@ -296,10 +296,19 @@ def test_unique_splits_rejects_negative_sizes():
         unique_splits(_three_outputs, 0, {"train": 1, "test": -1})
 
 
+@pytest.mark.parametrize("size", [0, -5, 2.5])
 @pytest.mark.parametrize("split_size", ["num_train", "num_validation", "num_test"])
-def test_generated_task_rejects_negative_sizes_before_writing(tmp_path, split_size):
-    with pytest.raises(ValueError, match="split sizes must be >= 0"):
-        get_task("copying", data_dir=tmp_path, **{split_size: -5}).source("train")
+def test_generated_task_rejects_empty_splits_before_writing(tmp_path, split_size, size):
+    # TFDS cannot write an empty split: it used to fail with an AssertionError while writing.
+    with pytest.raises(ValueError, match=f"copying: {split_size} must be >= 1 \\(an integer\\)"):
+        get_task("copying", data_dir=tmp_path, **{split_size: size})
+    assert _dataset_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5])
+def test_generated_task_rejects_a_seed_numpy_refuses_before_writing(tmp_path, seed):
+    with pytest.raises(ValueError, match="mqar: seed must be >= 0"):
+        get_task("mqar", data_dir=tmp_path, seed=seed)
     assert _dataset_files(tmp_path) == []
 
 

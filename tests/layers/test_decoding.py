@@ -93,6 +93,33 @@ def test_a_kind_without_an_incremental_form_says_so():
     assert set(decoding.STRATEGIES) == set(ops.names()) - {"linformer"}
 
 
+# One kind per decoding state. A ring buffer or a recurrent state has no slot to overflow (its
+# outputs past max_len would still be right), but max_len is init_cache's bound for every kind
+# and eager decoding refuses to pass it, so under jit those kinds give NaN as well: jit and
+# eager never disagree about which calls are valid.
+PAST_MAX_LEN_KINDS = {"kv": "dense", "window": "local", "recurrent": "linear"}
+CACHE = 8
+
+
+@pytest.mark.parametrize("state", sorted(set(decoding.STRATEGIES.values())))
+def test_jitted_decoding_past_max_len_gives_nan_and_leaves_earlier_steps_alone(state):
+    layer = _layer(PAST_MAX_LEN_KINDS[state])
+    want = layer(X[:, :CACHE], is_causal=True)
+    layer.init_cache(2, CACHE)
+    steps = [_decode(layer, X[:, t : t + 1]) for t in range(CACHE + 2)]
+    np.testing.assert_allclose(jnp.concatenate(steps[:CACHE], 1), want, atol=2e-5, rtol=2e-5)
+    assert np.isnan(steps[CACHE]).all() and np.isnan(steps[CACHE + 1]).all()
+
+
+def test_a_jitted_call_that_crosses_max_len_gives_nan_for_all_its_tokens():
+    layer = _layer("dense")
+    layer.init_cache(2, CACHE)
+    _decode(layer, X[:, : CACHE - 2])
+    # Its first two tokens fit, but the clamped cache write moves the whole call back a slot,
+    # over a key they must see: no token of such a call can be trusted.
+    assert np.isnan(_decode(layer, X[:, CACHE - 2 : CACHE + 1])).all()
+
+
 def test_decoding_errors():
     layer = _layer("dense")
     with pytest.raises(ValueError, match="init_cache"):

@@ -52,7 +52,7 @@ def test_count_params_equals_a_hand_count():
 def test_hybrid_kinds_per_layer_with_parameters_per_kind():
     config = _small("lm", num_layers=4)
     config.attention = ["local", "dense"] * 2  # a list, as a command line or YAML gives
-    config.kind_params = tiny.KIND_PARAMS  # keyed by kind
+    config.kind_params = {"local": tiny.KIND_PARAMS["local"]}  # keyed by kind
     model = models.build(config, rngs=nnx.Rngs(0))
     layers = [block.attention for block in model.decoder.blocks]
     assert [layer.kind for layer in layers] == ["local", "dense"] * 2

@@ -72,3 +72,16 @@ def test_generation_errors():
         model.generate(prompt[0], 2, temperature=0.0)
     with pytest.raises(ValueError, match="'linformer' cannot decode"):
         tiny.model("lm", attention="linformer").generate(prompt, 2, temperature=0.0)
+
+
+@pytest.mark.parametrize("bad_id", [-1, 50])
+def test_token_ids_outside_the_vocabulary_raise_eagerly_and_give_nan_under_jit(bad_id):
+    model = tiny.model("lm")
+    tokens = tiny.inputs("lm")["tokens"].at[:, 3].set(bad_id)
+    with pytest.raises(ValueError, match=rf"\[0, vocab_size = 50\); got \[{bad_id}\]"):
+        model(tokens)
+    # Under jit the ids cannot be checked: -1 used to embed as the last row, 50 as NaN.
+    assert np.isnan(tiny.apply(model, "lm", {"tokens": tokens})[:, 3]).all()
+    # generate's prefill is jitted, where argmax would turn the NaN logits into a token.
+    with pytest.raises(ValueError, match="prompt token ids"):
+        model.generate(tokens[:, :PROMPT_LEN], 2, temperature=0.0)

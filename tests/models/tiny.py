@@ -1,5 +1,6 @@
 """Tiny configs and inputs for every model family, shared by the model tests."""
 
+import dataclasses
 import functools
 
 import jax
@@ -33,12 +34,16 @@ FAMILIES = tuple(SIZES)
 
 
 def config(name: str, **overrides):
-    """The config dataclass of family `name` at test size."""
+    """The config dataclass of family `name` at test size, with the KIND_PARAMS of its kinds."""
     config_class, _ = MODELS[name]
-    base = dict(
-        d_model=D, num_heads=4, num_kv_heads=2, mlp_dim=64, kind_params=KIND_PARAMS, **SIZES[name]
-    )
-    return config_class(**{**base, **overrides})
+    base = dict(d_model=D, num_heads=4, num_kv_heads=2, mlp_dim=64, **SIZES[name])
+    config = config_class(**{**base, **overrides})
+    if "kind_params" in overrides:
+        return config
+    # A config refuses parameters for kinds it does not use.
+    in_use = config.self_attention_kinds() + config.cross_attention_kinds()
+    kind_params = {kind: params for kind, params in KIND_PARAMS.items() if kind in in_use}
+    return dataclasses.replace(config, kind_params=kind_params)
 
 
 def model(name: str, seed: int = 0, **overrides):
