@@ -12,7 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from attention_jax import suite
-from experiments import log_level
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/compare.py:quick")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Runs, costs, tables and plots go here.")
@@ -21,7 +21,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    log_level.apply()
+    cli.apply_log_level()
     # Runs that differ only in their seed compile the same steps: compile each once.
     jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -7,7 +7,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from attention_jax import train
-from experiments import log_level
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and results go here.")
@@ -26,7 +26,7 @@ PREEMPTED = 143
 
 def main(argv):
     del argv
-    log_level.apply()
+    cli.apply_log_level()
     try:
         finished = train.train_and_evaluate(
             _CONFIG.value, _WORKDIR.value, allow_changes=_ALLOW_CHANGES.value
@@ -39,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

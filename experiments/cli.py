@@ -1,4 +1,6 @@
-"""--log_level for the entry points that train: the progress bar and the metrics stay readable.
+"""What the entry points that train share: their --log_level, and config overrides checked.
+
+--log_level keeps the progress bar and the metrics readable.
 
 Orbax writes several INFO lines per checkpoint, and jax and TFDS a few per run: at the default
 (warning) a run prints its progress bar, its evaluations and its summary, and problems stand
@@ -6,6 +8,7 @@ out as single WARNING or ERROR lines. --log_level=info brings every library's lo
 """
 
 import logging as std_logging
+import sys
 
 from absl import flags, logging
 
@@ -27,7 +30,7 @@ def _not_a_custom_config_notice(record: std_logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Using custom data configuration")
 
 
-def apply() -> None:
+def apply_log_level() -> None:
     """Sets the flag's level on absl (and the root logger) and on each library's logger."""
     logging.set_verbosity(LOG_LEVEL.value)
     level = getattr(std_logging, LOG_LEVEL.value.upper())
@@ -35,3 +38,18 @@ def apply() -> None:
         std_logging.getLogger(name).setLevel(level)
     if level > std_logging.INFO:
         std_logging.getLogger("absl").addFilter(_not_a_custom_config_notice)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an override of a config key that does not exist as one line.
+
+    ml_collections raises AttributeError for `--config.foo=1` while the flags are parsed, which
+    absl would print as a traceback into its internals.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except AttributeError as e:
+        # ml_collections wraps a KeyError whose text is the quoted key, then any suggestion.
+        cause = e.args[0].args[0] if e.args and isinstance(e.args[0], KeyError) else str(e)
+        key, *suggestion = str(cause).splitlines()
+        sys.exit(" ".join([f"--config: no setting {key} in this config.", *suggestion]))
