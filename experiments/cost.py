@@ -1,4 +1,4 @@
-"""Compares the cost of attention kinds; see experiments/configs/cost.py for the options.
+"""Compares the cost of attention kinds; see attention_jax/configs/cost.py for the options.
 
 Kept short on purpose: the work is `attention_jax.bench.run_comparison`, importable in Colab.
 """

@@ -1,4 +1,4 @@
-"""Generation time and input waits of the task data; see experiments/configs/data.py."""
+"""Generation time and input waits of the task data; see attention_jax/configs/data.py."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Per-token decoding cost at growing positions; see experiments/configs/decode.py."""
+"""Per-token decoding cost at growing positions; see attention_jax/configs/decode.py."""
 
 import os
 

@@ -12,10 +12,10 @@ import jax
 from absl import app, flags
 
 from attention_jax import train
+from attention_jax.configs import compare
 from attention_jax.suite import plan
 from attention_jax.train import config as config_lib
 from attention_jax.train import group
-from experiments.configs import compare
 
 _KIND = flags.DEFINE_string("kind", "dense", "A kind of the cpu suite.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Runs (seeds 0..seeds-1) trained both ways.")

@@ -62,7 +62,7 @@ def measure_layer_decode(
     """Times one jitted decoding step of each kind at the end of caches of each length.
 
     Args:
-      kinds: kinds that can decode (`layers.decoding.STRATEGIES`).
+      kinds: kinds that can decode (`layers.decoding.strategies()`).
       cache_lens: cache lengths (`init_cache`'s max_len); the step decodes the last token.
       d_model, num_heads, batch: the layer's size (head_dim = d_model // num_heads).
       kind_params: optional {kind: kind_params} for the layers.

@@ -28,20 +28,18 @@ DEFAULT_MAX_LEN = 512
 # Sparse kinds decode from a full KV cache through their [max_len, max_len] pattern, a static
 # bool array: 64 MiB at this length. Longer decoding is for the kinds with no pattern.
 MAX_PATTERN_DECODE_LEN = 8192
-# Kinds whose pattern needs a parameter get a default a researcher would start from.
-DEFAULT_KIND_PARAMS = {
-    "local": {"local_window_size": (128, 128)},
-    "longformer": {"local_window_size": (128, 128), "global_positions": (0,)},
-}
-# Also filled in per call: strided's stride (about sqrt(kv_len)) and block_sparse's layout (a
-# band of three blocks), which depend on the sequence length.
 
 
-def _banded_layout(q_len: int, kv_len: int, block_size: int) -> np.ndarray:
-    """block_sparse's default layout: each query block with its key block and both neighbours."""
-    rows = np.arange(-(-q_len // block_size))[:, None]
-    cols = np.arange(-(-kv_len // block_size))[None, :]
-    return np.abs(rows - cols) <= 1
+def _kinds_with(owned_state) -> list[str]:
+    return [name for name in ops.names() if ops.kind(name).owned_state is owned_state]
+
+
+def _long_decoders() -> list[str]:
+    """Kinds whose decoding state needs no [max_len, max_len] pattern."""
+    records = [ops.kind(name) for name in ops.names()]
+    return [
+        r.name for r in records if r.decoding is not ops.Decoding.NONE and not r.pattern_in_decoding
+    ]
 
 
 def _static(value):
@@ -53,10 +51,6 @@ def _static(value):
 
 def _nested_tuple(value):
     return tuple(map(_nested_tuple, value)) if isinstance(value, list) else value
-
-
-def _takes(op, name: str) -> bool:
-    return name in inspect.signature(op).parameters
 
 
 def _linformer_projections(given: dict, projected_len, max_len: int, param_dtype, rngs):
@@ -130,7 +124,7 @@ class MultiHeadAttention(nnx.Module):
         *,
         num_kv_heads: int | None = None,
         head_dim: int | None = None,
-        kind: str = "dense",
+        kind: str = ops.DEFAULT_KIND,
         kind_params: dict | None = None,
         positions: str | None = None,
         max_len: int = DEFAULT_MAX_LEN,
@@ -145,7 +139,9 @@ class MultiHeadAttention(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.op = ops.get(kind)  # ValueError listing the kinds for an unknown name
+        # What the layer knows of its kind, it reads here (ValueError for an unknown name).
+        self.record = record = ops.kind(kind)
+        self.op = record.op
         in_features = arguments.positive_int(NAME, "in_features", in_features)
         num_heads = arguments.positive_int(NAME, "num_heads", num_heads)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -168,27 +164,32 @@ class MultiHeadAttention(nnx.Module):
             lora_rank = arguments.positive_int(NAME, "lora_rank", lora_rank)
         if positions not in POSITIONS:
             raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
-        if logits_soft_cap is not None and not _takes(self.op, "logits_soft_cap"):
-            capped = [name for name in ops.names() if _takes(ops.get(name), "logits_soft_cap")]
+        if logits_soft_cap is not None and not record.soft_cap:
+            capped = [name for name in ops.names() if ops.kind(name).soft_cap]
             raise ValueError(
                 f"MultiHeadAttention: kind {kind!r} has no logits to cap; logits_soft_cap works "
                 f"with {capped}."
             )
-        if redraw_every is not None and kind != "performer":
-            raise ValueError(f"MultiHeadAttention: redraw_every is for 'performer', not {kind!r}.")
+        random_features = record.owned_state is ops.OwnedState.RANDOM_FEATURES
+        learned_projections = record.owned_state is ops.OwnedState.LEARNED_PROJECTIONS
+        if redraw_every is not None and not random_features:
+            raise ValueError(
+                f"MultiHeadAttention: redraw_every is for kinds with random features "
+                f"({_kinds_with(ops.OwnedState.RANDOM_FEATURES)}), not {kind!r}."
+            )
         self.kind, self.positions, self.record_maps = kind, positions, record_maps
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         given = dict(kind_params or {})
         # Arrays the layer owns as state start from these; they are not static op parameters.
-        projection = given.pop("projection", None) if kind == "performer" else None
+        projection = given.pop("projection", None) if random_features else None
         linformer_init = {}
-        if kind == "linformer":
+        if learned_projections:
             names = ("key_projection", "value_projection")
             linformer_init = {name: given.pop(name) for name in names if name in given}
         # Static attributes hold no arrays: layouts and the like become nested tuples.
         given = {name: _static(value) for name, value in given.items()}
-        self.kind_params = {**DEFAULT_KIND_PARAMS.get(kind, {}), **given}
-        if kind == "cosformer":
+        self.kind_params = {**record.defaults, **given}
+        if record.takes_horizon:
             self.kind_params.setdefault("max_len", max_len)
         if logits_soft_cap is not None:
             self.kind_params["logits_soft_cap"] = logits_soft_cap
@@ -217,7 +218,7 @@ class MultiHeadAttention(nnx.Module):
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate else None)
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
         features = None
-        if kind == "performer":
+        if random_features:
             num_features = self.kind_params.pop("num_features", None)
             if num_features is not None:
                 num_features = arguments.positive_int(
@@ -239,13 +240,13 @@ class MultiHeadAttention(nnx.Module):
             )
         self.features = features
         linformer_e = linformer_f = None
-        if kind == "linformer":
+        if learned_projections:
             projected_len = self.kind_params.pop("projected_len", None)
             linformer_e, linformer_f = _linformer_projections(
                 linformer_init, projected_len, max_len, param_dtype, rngs
             )
         self.linformer_e, self.linformer_f = linformer_e, linformer_f
-        if kind == "bigbird" and "seed" not in self.kind_params:
+        if record.owned_state is ops.OwnedState.LAYOUT_SEED and "seed" not in self.kind_params:
             # Drawn once, concretely: the layout picks the computed blocks at trace time.
             key = rngs.params()
             if isinstance(key, jax.core.Tracer):
@@ -281,11 +282,7 @@ class MultiHeadAttention(nnx.Module):
                 )
             params["key_projection"] = self.linformer_e[:, :kv_len]
             params["value_projection"] = self.linformer_f[:, :kv_len]
-        if self.kind == "strided" and "stride" not in params:
-            params["stride"] = max(1, math.isqrt(kv_len))
-        if self.kind == "block_sparse" and "layout" not in params:
-            params["layout"] = _banded_layout(q_len, kv_len, params.get("block_size", 64))
-        return params
+        return self.record.params_for(q_len, kv_len, params)
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
         """Empties (or creates) the decoding state for `batch` sequences of up to max_len tokens.
@@ -305,15 +302,15 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(
                 f"init_cache: {self.kind!r} decodes through its [max_len, max_len] pattern, "
                 f"which is limited to max_len <= {MAX_PATTERN_DECODE_LEN}; got {max_len}. For "
-                "longer generation use 'local' (window-bounded cache), 'flash' or a kernelized "
-                "kind."
+                f"longer generation use a kind with a bounded or unpatterned cache: "
+                f"{_long_decoders()}."
             )
         dtype = dtype or self.dtype or self.query.kernel.dtype
         if how == "recurrent":
-            if self.kind == "cosformer" and max_len > self.kind_params["max_len"]:
+            if self.record.takes_horizon and max_len > self.kind_params["max_len"]:
                 raise ValueError(
-                    f"init_cache: cosformer's horizon max_len={self.kind_params['max_len']} is "
-                    f"shorter than {max_len}; build the layer with max_len >= {max_len}."
+                    f"init_cache: {self.kind}'s horizon max_len={self.kind_params['max_len']} "
+                    f"is shorter than {max_len}; build the layer with max_len >= {max_len}."
                 )
             state = ops.linear_state_init(
                 batch, self.num_kv_heads, self.head_dim, feature_map=self._feature_map()
@@ -331,11 +328,12 @@ class MultiHeadAttention(nnx.Module):
 
     def _feature_map(self):
         """The feature map the kernelized kind applies, for its recurrent form."""
-        if self.kind == "performer":
-            return ops.feature_map("favor", projection=self.features.projection[...])
-        if self.kind == "cosformer":
-            return ops.feature_map("cosformer", max_len=self.kind_params["max_len"])
-        return {"based": "taylor"}.get(self.kind, self.kind_params.get("feature_map", "elu"))
+        name = self.record.feature_map
+        if self.features is not None:  # the map of the layer's drawn projection
+            return ops.feature_map(name, projection=self.features.projection[...])
+        if self.record.takes_horizon:
+            return ops.feature_map(name, max_len=self.kind_params["max_len"])
+        return name or self.kind_params.get("feature_map", "elu")
 
     def _pattern(self, size: int) -> np.ndarray | None:
         """The causal pattern at full length for sparse kinds that decode from a full cache."""
@@ -345,8 +343,12 @@ class MultiHeadAttention(nnx.Module):
         params = self._variant_params(size, size)
         for numeric in ("scale", "logits_soft_cap"):
             params.pop(numeric, None)
-        if self.kind == "bigbird":
-            params.update(is_causal=True, num_heads=self.num_heads)
+        # Patterns that differ per head or with causality (bigbird's random blocks) say so.
+        takes = inspect.signature(self.record.pattern).parameters
+        if "is_causal" in takes:
+            params["is_causal"] = True
+        if "num_heads" in takes:
+            params["num_heads"] = self.num_heads
         return ops.pattern_mask(self.kind, size, size, **params)
 
     def _decode(self, q, k, v):
@@ -372,7 +374,7 @@ class MultiHeadAttention(nnx.Module):
             )
         else:
             # Sparse kinds carry their window in the pattern (global tokens see past it).
-            window = self._window() if self.kind in ("dense", "flash", "local") else None
+            window = self._window() if self.record.window_in_decoding else None
             out, state = decoding.kv_cache_attend(
                 state,
                 q,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from attention_jax import ops
 from attention_jax.layers import arguments
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
@@ -76,7 +77,7 @@ class EncoderBlock(nnx.Module):
         num_heads: int,
         mlp_dim: int,
         *,
-        kind: str = "dense",
+        kind: str = ops.DEFAULT_KIND,
         kind_params: dict | None = None,
         num_kv_heads: int | None = None,
         head_dim: int | None = None,
@@ -170,9 +171,9 @@ class DecoderBlock(EncoderBlock):
         mlp_dim: int,
         *,
         cross_attention: str | None = None,
-        cross_kind: str = "dense",
+        cross_kind: str = ops.DEFAULT_KIND,
         cross_kind_params: dict | None = None,
-        kind: str = "dense",
+        kind: str = ops.DEFAULT_KIND,
         kind_params: dict | None = None,
         num_kv_heads: int | None = None,
         head_dim: int | None = None,

@@ -1,6 +1,6 @@
 """Decoding state for the attention layer: KV caches and the recurrent state of kernelized kinds.
 
-Three strategies, chosen by kind:
+Three strategies; each kind's record (`ops.kind(name).decoding`) names its own:
 - 'kv': a cache of every past key and value (dense, flash and the sparse kinds, whose pattern
   row for the new token picks which cached keys it sees); memory O(max_len) per layer.
 - 'window': a ring buffer of the last `left` keys for `local`, so memory and work per token are
@@ -22,34 +22,27 @@ from attention_jax.layers import positional
 from attention_jax.ops import contract
 from attention_jax.ops.dense import masked_softmax
 
-STRATEGIES = {
-    "dense": "kv",
-    "flash": "kv",
-    "block_sparse": "kv",
-    "longformer": "kv",
-    "bigbird": "kv",
-    "strided": "kv",
-    "local": "window",
-    "linear": "recurrent",
-    "performer": "recurrent",
-    "based": "recurrent",
-    "cosformer": "recurrent",
-}
+
+def strategies() -> dict[str, str]:
+    """{kind: 'kv', 'window' or 'recurrent'} for every registered kind that can decode."""
+    records = (ops.kind(name) for name in ops.names())
+    return {r.name: r.decoding.value for r in records if r.decoding is not ops.Decoding.NONE}
 
 
 def strategy(kind: str) -> str:
     """'kv', 'window' or 'recurrent'; a ValueError for a kind that cannot decode."""
-    if kind not in STRATEGIES:
+    record = ops.kind(kind)
+    if record.decoding is ops.Decoding.NONE:
         raise ValueError(
-            f"Kind {kind!r} cannot decode token by token (it has no causal, incremental form); "
-            f"kinds that can: {sorted(STRATEGIES)}."
+            f"Kind {kind!r} cannot decode token by token: {record.no_decoding_reason}; kinds "
+            f"that can: {sorted(strategies())}."
         )
-    return STRATEGIES[kind]
+    return record.decoding.value
 
 
 def uses_pattern(kind: str) -> bool:
     """Whether `kind` decodes from a full KV cache through its sparsity pattern."""
-    return STRATEGIES.get(kind) == "kv" and kind not in ("dense", "flash")
+    return ops.kind(kind).pattern_in_decoding
 
 
 @dataclasses.dataclass(frozen=True)

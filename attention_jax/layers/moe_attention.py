@@ -23,7 +23,14 @@ from attention_jax.layers import arguments, positional
 NAME = "MoEAttention"
 # Kinds whose op takes learned or random arrays owned by `MultiHeadAttention` (Linformer's
 # projections, Performer's features); routing them would need that state per expert.
-_STATEFUL_KINDS = ("linformer", "performer")
+_ARRAYS_A_LAYER_OWNS = (ops.OwnedState.RANDOM_FEATURES, ops.OwnedState.LEARNED_PROJECTIONS)
+
+
+def routable(kind: str) -> bool:
+    """Whether MoEAttention can route `kind` (its op needs no arrays a layer owns)."""
+    return ops.kind(kind).owned_state not in _ARRAYS_A_LAYER_OWNS
+
+
 _NO_CACHE = (
     "MoEAttention keeps no decoding cache; decode with a model whose attention is not routed "
     "(moe_attention={}), or run the full sequence each step."
@@ -61,7 +68,7 @@ class MoEAttention(nnx.Module):
         num_experts: int,
         top_k: int = 2,
         head_dim: int | None = None,
-        kind: str = "dense",
+        kind: str = ops.DEFAULT_KIND,
         kind_params: dict | None = None,
         positions: str | None = None,
         dtype=None,
@@ -78,11 +85,11 @@ class MoEAttention(nnx.Module):
             raise ValueError(
                 f"MoEAttention: need 1 <= top_k <= num_experts; got {top_k}, {num_experts}."
             )
-        if kind in _STATEFUL_KINDS:
+        if not routable(kind):
             raise ValueError(
                 f"MoEAttention: kind {kind!r} needs per-layer projections that only "
                 f"MultiHeadAttention owns; route a kind from "
-                f"{sorted(set(ops.names()) - set(_STATEFUL_KINDS))}."
+                f"{[name for name in ops.names() if routable(name)]}."
             )
         if positions not in (None, "rope"):
             raise ValueError(f"MoEAttention: positions must be None or 'rope'; got {positions!r}.")

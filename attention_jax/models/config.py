@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from attention_jax import ops
+from attention_jax.layers import moe_attention
 from attention_jax.layers.blocks import CROSS_ATTENTION, NORMS
 from attention_jax.layers.feedforward import ACTIVATIONS
 
@@ -150,13 +151,14 @@ def _check_moe_attention(config: TransformerConfig, kinds: tuple[str, ...]) -> N
         )
     if not 1 <= routed.get("top_k", 2) <= routed["num_experts"]:
         raise ValueError(f"{cls}: moe_attention needs 1 <= top_k <= num_experts; got {routed}.")
+    unroutable = [kind for kind in kinds if not moe_attention.routable(kind)]
     unsupported = {
         "num_kv_heads": config.num_kv_heads not in (None, config.num_heads),
         "qk_norm": config.qk_norm,
         "logits_soft_cap": config.logits_soft_cap is not None,
         "lora_rank": config.lora_rank is not None,
         "positions='alibi'": config.positions == "alibi",
-        "attention 'linformer' or 'performer'": bool({"linformer", "performer"} & set(kinds)),
+        f"attention {unroutable}": bool(unroutable),
     }
     chosen = [name for name, used in unsupported.items() if used]
     if chosen:
@@ -208,7 +210,7 @@ class TransformerConfig:
     num_kv_heads: int | None = None
     head_dim: int | None = None
     mlp_dim: int = 512
-    attention: str | tuple[str, ...] = "dense"
+    attention: str | tuple[str, ...] = ops.DEFAULT_KIND
     kind_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     activation: str = "gelu"
     norm: str = "layernorm"
@@ -423,7 +425,7 @@ class EncoderDecoderConfig(TransformerConfig):
     positions: str | None = "sinusoidal"
     decoder_attention: str | tuple[str, ...] | None = None
     cross_attention: str = "multihead"
-    cross_attention_kind: str = "dense"
+    cross_attention_kind: str = ops.DEFAULT_KIND
     tie_embeddings: bool = True
 
     def __post_init__(self):

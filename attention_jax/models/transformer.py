@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attention_jax import ops
 from attention_jax.layers.blocks import DecoderBlock, EncoderBlock, make_norm
 from attention_jax.layers.positional import (
     LearnedPositions,
@@ -21,7 +22,7 @@ from attention_jax.models.config import ADDED_POSITIONS, TransformerConfig
 def block_options(config: TransformerConfig, kind: str, max_len: int, layer: int) -> dict:
     """Keyword arguments of block number `layer`, of `kind`, in a model of `config`."""
     kind_params = config.params_for(kind)
-    if kind == "bigbird":
+    if ops.kind(kind).owned_state is ops.OwnedState.LAYOUT_SEED:
         # The random blocks follow from the config alone, so a restored checkpoint (or an
         # abstract init) rebuilds the same pattern; layers differ by their index.
         kind_params.setdefault("seed", layer)
@@ -190,7 +191,7 @@ class DecoderStack(nnx.Module):
         max_len: int,
         *,
         cross_attention: str | None = None,
-        cross_kind: str = "dense",
+        cross_kind: str = ops.DEFAULT_KIND,
         rngs: nnx.Rngs,
     ):
         D = config.d_model

@@ -8,16 +8,31 @@ from attention_jax.ops.dense import dense
 from attention_jax.ops.feature_maps import FeatureMap, favor_projection, feature_map
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
+from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, linear, performer
 from attention_jax.ops.linear_recurrent import LinearState, linear_state_init, linear_step
 from attention_jax.ops.linformer import linformer, linformer_projection
 from attention_jax.ops.maps import attention_map
-from attention_jax.ops.registry import attention, get, names, pattern_mask, register
+from attention_jax.ops.registry import (
+    DEFAULT_KIND,
+    attention,
+    get,
+    kind,
+    names,
+    names_in_order,
+    pattern_mask,
+    register,
+    unregister,
+)
 from attention_jax.ops.sparse import block_sparse, local, longformer
 from attention_jax.ops.strided import strided
 
 __all__ = [
+    "DEFAULT_KIND",
+    "Decoding",
     "FeatureMap",
+    "Kind",
+    "OwnedState",
     "LinearState",
     "attention",
     "attention_map",
@@ -32,6 +47,7 @@ __all__ = [
     "flash",
     "flax_attention_fn",
     "get",
+    "kind",
     "linear",
     "linear_state_init",
     "linear_step",
@@ -40,8 +56,10 @@ __all__ = [
     "local",
     "longformer",
     "names",
+    "names_in_order",
     "pattern_mask",
     "performer",
     "register",
     "strided",
+    "unregister",
 ]

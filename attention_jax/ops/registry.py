@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -10,24 +11,36 @@ from attention_jax.ops import sparse
 from attention_jax.ops.bigbird import bigbird, bigbird_pattern
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
+from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, every_pair_pattern, linear, performer
 from attention_jax.ops.linformer import linformer
 from attention_jax.ops.strided import strided, strided_pattern
 
-_KINDS: dict[str, Callable] = {}
-_PATTERNS: dict[str, Callable] = {}
+_KINDS: dict[str, Kind] = {}
+# The kind a layer or model uses when none is named, and the baseline comparisons read against.
+DEFAULT_KIND = "dense"
 
 
-def register(name: str, op: Callable, pattern: Callable) -> Callable:
-    """Adds an op under `name` with its pattern function (q_len, kv_len, **params) -> bool [T, S].
+def register(record: Kind) -> Kind:
+    """Adds a kind (an `ops.Kind` record: its op, pattern and capabilities) under its name."""
+    if not isinstance(record, Kind):
+        raise ValueError(
+            "ops.register takes an ops.Kind record (op, pattern, time_exponent, decoding, ...); "
+            f"got {type(record).__name__}."
+        )
+    existing = _KINDS.get(record.name)
+    if existing is not None and existing != record:
+        raise ValueError(f"attention kind {record.name!r} is already registered as {existing}.")
+    _KINDS[record.name] = record
+    return record
 
-    The op must follow the contract of `dense`.
-    """
-    if name in _KINDS and _KINDS[name] is not op:
-        raise ValueError(f"attention kind {name!r} is already registered to {_KINDS[name]}.")
-    _KINDS[name] = op
-    _PATTERNS[name] = pattern
-    return op
+
+def unregister(name: str) -> None:
+    """Removes a kind registered from a notebook or a test (built-in kinds stay)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"unregister: {name!r} is a built-in kind and stays registered.")
+    _lookup(name)
+    del _KINDS[name]
 
 
 def names() -> tuple[str, ...]:
@@ -35,17 +48,32 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_KINDS))
 
 
-def get(kind: str) -> Callable:
-    """The op registered as `kind`."""
+def names_in_order() -> tuple[str, ...]:
+    """Registered names in registration order (exact, sparse, kernelized, then later ones):
+    the order comparison tables list kinds in."""
+    return tuple(_KINDS)
+
+
+def _lookup(name: str) -> Kind:
     try:
-        return _KINDS[kind]
-    except KeyError:
+        return _KINDS[name]
+    except (KeyError, TypeError):
         raise ValueError(
-            f"unknown attention kind {kind!r}; choose one of {', '.join(names())}."
+            f"unknown attention kind {name!r}; choose one of {', '.join(names())}."
         ) from None
 
 
-def attention(query, key, value, bias=None, mask=None, *, kind: str = "dense", **kwargs):
+def kind(name: str) -> Kind:
+    """The record of the kind registered as `name`."""
+    return _lookup(name)
+
+
+def get(name: str) -> Callable:
+    """The op registered as `name`."""
+    return _lookup(name).op
+
+
+def attention(query, key, value, bias=None, mask=None, *, kind: str = DEFAULT_KIND, **kwargs):
     """Runs the op registered as `kind` with the shared calling convention."""
     return get(kind)(query, key, value, bias, mask, **kwargs)
 
@@ -58,19 +86,104 @@ def pattern_mask(kind: str, q_len: int, kv_len: int, **params) -> np.ndarray:
     `pattern = pattern_mask(kind, T, S, **params)`. Kernelized kinds (linear, performer, ...)
     re-weight every pair instead of dropping any, so their pattern is all True.
     """
-    get(kind)
-    return _PATTERNS[kind](q_len, kv_len, **params)
+    return _lookup(kind).pattern(q_len, kv_len, **params)
 
 
-register("dense", dense, sparse.full_pattern)
-register("flash", flash, sparse.full_pattern)
-register("local", sparse.local, sparse.local_pattern)
-register("block_sparse", sparse.block_sparse, sparse.block_sparse_pattern)
-register("longformer", sparse.longformer, sparse.longformer_pattern)
-register("strided", strided, strided_pattern)
-register("bigbird", bigbird, bigbird_pattern)
-register("linear", linear, every_pair_pattern)
-register("performer", performer, every_pair_pattern)
-register("based", based, every_pair_pattern)
-register("cosformer", cosformer, every_pair_pattern)
-register("linformer", linformer, every_pair_pattern)
+def banded_layout(q_len: int, kv_len: int, params: dict) -> dict:
+    """block_sparse's default layout: each query block with its key block and both neighbours."""
+    block_size = params.get("block_size", 64)
+    rows = np.arange(-(-q_len // block_size))[:, None]
+    cols = np.arange(-(-kv_len // block_size))[None, :]
+    return {"layout": np.abs(rows - cols) <= 1}
+
+
+def sqrt_stride(q_len: int, kv_len: int, params: dict) -> dict:
+    """strided's default stride: about sqrt(n), so each query sees about 2 sqrt(n) keys."""
+    return {"stride": max(1, math.isqrt(kv_len))}
+
+
+_NO_STATE_TO_CARRY = (
+    "it projects the whole key sequence at once (Linformer), so it has no causal or "
+    "incremental form"
+)
+_WINDOW = (128, 128)
+for _record in (
+    Kind("dense", dense, sparse.full_pattern, 2.0, window_in_decoding=True),
+    Kind("flash", flash, sparse.full_pattern, 2.0, window_in_decoding=True),
+    Kind(
+        "local",
+        sparse.local,
+        sparse.local_pattern,
+        1.0,
+        decoding=Decoding.WINDOW,
+        window_in_decoding=True,
+        defaults={"local_window_size": _WINDOW},
+    ),
+    Kind(
+        "block_sparse",
+        sparse.block_sparse,
+        sparse.block_sparse_pattern,
+        1.0,
+        pattern_in_decoding=True,
+        length_defaults=banded_layout,
+    ),
+    Kind(
+        "longformer",
+        sparse.longformer,
+        sparse.longformer_pattern,
+        1.0,
+        pattern_in_decoding=True,
+        defaults={"local_window_size": _WINDOW, "global_positions": (0,)},
+    ),
+    # Strided attends to about sqrt(n) keys per query.
+    Kind(
+        "strided",
+        strided,
+        strided_pattern,
+        1.5,
+        pattern_in_decoding=True,
+        length_defaults=sqrt_stride,
+    ),
+    Kind(
+        "bigbird",
+        bigbird,
+        bigbird_pattern,
+        1.0,
+        pattern_in_decoding=True,
+        owned_state=OwnedState.LAYOUT_SEED,
+    ),
+    Kind("linear", linear, every_pair_pattern, 1.0, decoding=Decoding.RECURRENT),
+    Kind(
+        "performer",
+        performer,
+        every_pair_pattern,
+        1.0,
+        decoding=Decoding.RECURRENT,
+        feature_map="favor",
+        owned_state=OwnedState.RANDOM_FEATURES,
+    ),
+    Kind(
+        "based", based, every_pair_pattern, 1.0, decoding=Decoding.RECURRENT, feature_map="taylor"
+    ),
+    Kind(
+        "cosformer",
+        cosformer,
+        every_pair_pattern,
+        1.0,
+        decoding=Decoding.RECURRENT,
+        feature_map="cosformer",
+        takes_horizon=True,
+    ),
+    Kind(
+        "linformer",
+        linformer,
+        every_pair_pattern,
+        1.0,
+        causal=False,
+        decoding=Decoding.NONE,
+        no_decoding_reason=_NO_STATE_TO_CARRY,
+        owned_state=OwnedState.LEARNED_PROJECTIONS,
+    ),
+):
+    register(_record)
+_BUILT_IN = frozenset(_KINDS)

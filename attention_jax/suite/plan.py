@@ -22,24 +22,6 @@ from attention_jax.train import config as config_lib
 
 # Accuracy is higher-better; loss (nats per token) is lower-better.
 METRICS = ("accuracy", "loss")
-# Cost ~ n^p of a kind's attention in sequence length n, from its algorithm: what the measured
-# exponent is set beside. Strided attends to about sqrt(n) keys per query.
-THEORY_EXPONENTS = {
-    "dense": 2.0,
-    "flash": 2.0,
-    "local": 1.0,
-    "longformer": 1.0,
-    "strided": 1.5,
-    "bigbird": 1.0,
-    "block_sparse": 1.0,
-    "linear": 1.0,
-    "performer": 1.0,
-    "based": 1.0,
-    "cosformer": 1.0,
-    "linformer": 1.0,
-}
-# Kinds that mix positions along the sequence and so cannot be causal.
-NON_CAUSAL_KINDS = ("linformer",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +36,7 @@ class KindSpec:
     @property
     def theory_exponent(self) -> float:
         """Routing changes the projections, not the attention: the op's exponent holds."""
-        return THEORY_EXPONENTS[self.attention]
+        return ops.kind(self.attention).time_exponent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +73,11 @@ class Suite:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Suite:
         """Checks names, metrics and every run's training config before anything is trained."""
-        # ConfigDict keeps keys sorted; tables read better with kinds in THEORY_EXPONENTS order.
+        # ConfigDict keeps keys sorted; tables read better with kinds in registration order.
         kinds = tuple(
             sorted(
                 (_kind_spec(label, spec) for label, spec in config.kinds.items()),
-                key=lambda k: (list(THEORY_EXPONENTS).index(k.attention), bool(k.moe_attention)),
+                key=lambda k: (ops.names_in_order().index(k.attention), bool(k.moe_attention)),
             )
         )
         data_dir = config.get("data_dir")
@@ -145,8 +127,6 @@ def _kind_spec(label: str, spec: Mapping) -> KindSpec:
         )
     attention = spec.get("attention", label)
     ops.get(attention)  # ValueError naming the registered kinds
-    if attention not in THEORY_EXPONENTS:
-        raise ValueError(f"kind {label}: no theoretical exponent is known for {attention!r}.")
     return KindSpec(
         label,
         attention,
@@ -169,7 +149,7 @@ def _plain(value) -> dict:
 
 def skip_reason(task: TaskSpec, kind: KindSpec) -> str | None:
     """Why `kind` cannot run on `task` (a causal task and a non-causal kind), or None."""
-    if task.causal and kind.attention in NON_CAUSAL_KINDS:
+    if task.causal and not ops.kind(kind.attention).causal:
         return f"{kind.attention} is not causal"
     return None
 

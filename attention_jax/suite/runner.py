@@ -19,6 +19,7 @@ import os
 import jax
 from tqdm.auto import tqdm
 
+from attention_jax import ops
 from attention_jax.suite import cost, plan, report
 from attention_jax.train import config as config_lib
 from attention_jax.train import group, metrics, trainer
@@ -230,7 +231,7 @@ def _sweep_row(task, kind, lr, seed, results) -> dict:
 
 
 def _result_row(suite, task, kind, seed, lr, results, reached, costs, sweeps) -> dict:
-    dense_params = costs.get((task.label, "dense"), {}).get("params")
+    dense_params = costs.get((task.label, ops.DEFAULT_KIND), {}).get("params")
     measured = costs[task.label, kind.label]
     return {
         "task": task.label,

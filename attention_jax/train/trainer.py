@@ -128,7 +128,7 @@ def train_and_evaluate(
     is refused before anything is written (`resume.check_config`).
 
     Args:
-      config: the run; see experiments/configs/common.py for every field.
+      config: the run; see attention_jax/configs/common.py for every field.
       workdir: a local or gs:// path; a run restarted on the same workdir resumes.
       devices: the devices of the mesh (default all; a subset for experiments and tests).
       stop_after_steps: stop with a checkpoint after this many steps of this call, as a

@@ -7,7 +7,7 @@ import pytest
 
 from attention_jax import bench, layers, ops
 from attention_jax.bench import decode, layer_decode
-from experiments.configs import decode as decode_config
+from attention_jax.configs import decode as decode_config
 
 SHAPE = bench.Shape(batch=1, num_heads=4, num_kv_heads=2, head_dim=8)
 

@@ -1,7 +1,7 @@
 """The overhead benchmark runs both loops on the tiny config (numbers are for the README)."""
 
 from attention_jax.bench import train_overhead
-from experiments.configs import mqar
+from attention_jax.configs import mqar
 
 
 def test_both_loops_report_a_step_time(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.configs import cost
+from attention_jax.configs import cost
 
 
 def test_options_select_sizes_and_modes():

@@ -9,8 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from attention_jax import data, train
+from attention_jax.configs import common
 from attention_jax.train import config as train_config
-from experiments.configs import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = ["mqar", "listops", "copying", "induction", "lm_chars", "text", "image"]
@@ -19,7 +19,7 @@ CONFIGS = ["mqar", "listops", "copying", "induction", "lm_chars", "text", "image
 @pytest.mark.parametrize("size", common.SIZES)
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_resolves_to_a_model_for_its_task(name, size, tmp_path):
-    module = importlib.import_module(f"experiments.configs.{name}")
+    module = importlib.import_module(f"attention_jax.configs.{name}")
     config = train.from_config_dict(module.get_config(f"size={size},kind=local"))
     task = data.get_task(
         config.task, data_dir=str(tmp_path), seq_len=config.seq_len, **config.task_params
@@ -42,7 +42,7 @@ def test_config_resolves_to_a_model_for_its_task(name, size, tmp_path):
     ],
 )
 def test_bad_arguments_are_refused(arg, match):
-    from experiments.configs import copying, listops, mqar
+    from attention_jax.configs import copying, listops, mqar
 
     module = copying if "selective" in arg else listops if "tokenization" in arg else mqar
     with pytest.raises(ValueError, match=match):
@@ -50,7 +50,7 @@ def test_bad_arguments_are_refused(arg, match):
 
 
 def test_real_dataset_config_trains_under_mock_data(tmp_path):
-    from experiments.configs import text
+    from attention_jax.configs import text
 
     config = text.get_config("size=tiny")
     config.update(num_steps=4, eval_every=100, data_dir=str(tmp_path / "tfds"))
@@ -81,7 +81,7 @@ def test_command_line_entry_point_with_overrides(tmp_path):
 def test_paper_faithful_variants_reach_the_task_and_the_suites():
     """Zero MQAR fillers and LRA's ListOps tokenization are task parameters the accelerator
     suites use; the defaults leave task_params (and dataset names) as they were."""
-    from experiments.configs import compare, listops, mqar
+    from attention_jax.configs import compare, listops, mqar
 
     assert mqar.get_config("random_fillers=false").task_params.random_fillers is False
     assert "random_fillers" not in mqar.get_config("").task_params

@@ -48,8 +48,8 @@ def _decode_in_pieces(layer, x, pieces):
     return jnp.concatenate([_decode(layer, x[:, a:b]) for a, b in zip(bounds, bounds[1:])], 1)
 
 
-CASES = [(kind, None) for kind in sorted(decoding.STRATEGIES)]
-CASES += [(kind, "rope") for kind in sorted(decoding.STRATEGIES)]
+CASES = [(kind, None) for kind in sorted(decoding.strategies())]
+CASES += [(kind, "rope") for kind in sorted(decoding.strategies())]
 CASES += [(kind, "alibi") for kind in TAKES_BIAS]
 
 
@@ -90,7 +90,7 @@ def test_a_kind_without_an_incremental_form_says_so():
     layer = _layer("linformer")
     with pytest.raises(ValueError, match="'linformer' cannot decode"):
         layer.init_cache(2, T)
-    assert set(decoding.STRATEGIES) == set(ops.names()) - {"linformer"}
+    assert set(decoding.strategies()) == set(ops.names()) - {"linformer"}
 
 
 # One kind per decoding state. A ring buffer or a recurrent state has no slot to overflow (its
@@ -101,7 +101,7 @@ PAST_MAX_LEN_KINDS = {"kv": "dense", "window": "local", "recurrent": "linear"}
 CACHE = 8
 
 
-@pytest.mark.parametrize("state", sorted(set(decoding.STRATEGIES.values())))
+@pytest.mark.parametrize("state", sorted(set(decoding.strategies().values())))
 def test_jitted_decoding_past_max_len_gives_nan_and_leaves_earlier_steps_alone(state):
     layer = _layer(PAST_MAX_LEN_KINDS[state])
     want = layer(X[:, :CACHE], is_causal=True)

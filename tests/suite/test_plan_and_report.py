@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from attention_jax.configs import compare
 from attention_jax.suite import plan, report, runner
-from experiments.configs import compare
 
 
 def _suite(name="tiny", **changes):

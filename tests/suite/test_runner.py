@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
+from attention_jax.configs import compare
 from attention_jax.suite import cost, plan, report, runner
 from attention_jax.train import config as config_lib
 from attention_jax.train import trainer
-from experiments.configs import compare
 
 # Validation and test accuracy by (kind, learning rate, seed); local prefers the larger rate.
 SCORES = {

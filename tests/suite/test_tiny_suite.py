@@ -13,9 +13,9 @@ import matplotlib.image
 import pytest
 
 from attention_jax import suite
+from attention_jax.configs import compare
 from attention_jax.suite import plan
 from attention_jax.train import group, trainer
-from experiments.configs import compare
 
 COLUMNS = (
     "task kind seed learning_rate metric value validation steps_to_target seconds_to_target "

@@ -10,8 +10,8 @@ from flax import nnx
 from ml_collections import config_flags
 
 from attention_jax import models, train
+from attention_jax.configs import mqar
 from attention_jax.train import optim
-from experiments.configs import mqar
 
 # A one-layer LM small enough to build in milliseconds.
 LM = dict(vocab_size=16, num_layers=1, max_len=16, d_model=8, num_heads=2, mlp_dim=16)

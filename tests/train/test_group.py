@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from attention_jax import train
+from attention_jax.configs import mqar
 from attention_jax.train import group, metrics
-from experiments.configs import mqar
 
 RATES_SEEDS = ((1e-2, 0), (3e-3, 1))
 

@@ -5,8 +5,8 @@ import pytest
 from flax import nnx
 
 from attention_jax import train
+from attention_jax.configs import mqar
 from attention_jax.train import sharding, step
-from experiments.configs import mqar
 
 
 def test_loaded_model_reproduces_the_runs_test_metrics(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from attention_jax import train
+from attention_jax.configs import mqar
 from attention_jax.train import group, metrics
-from experiments.configs import mqar
 
 
 @pytest.fixture(scope="module")

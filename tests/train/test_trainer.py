@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from attention_jax import train
+from attention_jax.configs import mqar
 from attention_jax.train import metrics
-from experiments.configs import mqar
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, data_dir):
 
 
 def test_classification_task_trains_through_the_same_loop(tmp_path, data_dir):
-    from experiments.configs import listops
+    from attention_jax.configs import listops
 
     config = listops.get_config("size=tiny")
     config.update(data_dir=data_dir, num_steps=10, eval_every=100)
@@ -185,7 +185,7 @@ def test_checkpoints_of_other_arrays_are_refused_and_kept(tmp_path, data_dir):
 
 def test_accumulation_weights_microbatches_by_their_scored_tokens(tmp_path, data_dir):
     """Packed text scores a different number of tokens in each microbatch."""
-    from experiments.configs import lm_chars
+    from attention_jax.configs import lm_chars
 
     config = lm_chars.get_config("size=tiny")
     config.update(data_dir=data_dir, num_steps=3, log_every=1, eval_every=100)

@@ -1,0 +1,105 @@
+"""Cost of attention kinds as sequence length grows, against jax.nn.dot_product_attention.
+
+  python -m experiments.cost --config=experiments/configs/cost.py:small --workdir=/tmp/cost
+
+The argument after the colon is a comma-separated list of options:
+  small   n = 256..2048, 5 repeats: a minute or two on a 2-core CPU (the default).
+  full    n = 1024..32768, 3 repeats: the README numbers; cases over the memory budget are
+          reported with their compiled size, not run.
+  causal  causal attention (flash skips the hidden blocks).
+  window  sliding window of 512 keys: the query and the 511 before it (flash and local skip the
+          rest); window=W sets W keys. Adds the `local` kind.
+  sparse  the sparse kinds at their usual settings, each on its own pattern (bidirectional):
+          local (128 keys each side), longformer (the same plus global token 0), strided
+          (stride 128), bigbird (block 64, 3 window + 2 global + 3 random blocks), beside
+          jax.nn and flash on full attention.
+  linear  the kernelized kinds (linear with elu features, performer with 256 features,
+          cosformer) beside jax.nn, up to n = 65536 with `full`; combine with `causal` for the
+          chunkwise form.
+  bf16    bfloat16 inputs.
+  fwd     forward only.
+  torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
+"""
+
+import ml_collections
+
+_OPTIONS = ("small", "full", "causal", "window", "sparse", "linear", "bf16", "fwd", "torch")
+LINEAR_KIND_PARAMS = {
+    "linear": {"feature_map": "elu"},
+    "performer": {"num_features": 256},
+    "cosformer": {},
+}
+# Each sparse kind at the setting its paper or the cost targets use, for n up to 32K.
+SPARSE_KIND_PARAMS = {
+    "local": {"local_window_size": (128, 128)},
+    "longformer": {"local_window_size": (128, 128), "global_positions": (0,)},
+    "strided": {"stride": 128},
+    "bigbird": {
+        "block_size": 64,
+        "num_window_blocks": 3,
+        "num_global_blocks": 2,
+        "num_random_blocks": 3,
+        "seed": 0,
+    },
+}
+
+
+def parse_arg(arg: str) -> tuple[set[str], int]:
+    """Splits 'full,causal,window=256' into options and a window size, rejecting unknown ones."""
+    options, window = set(), 512
+    for token in (a.strip() for a in arg.split(",") if a.strip()):
+        name, _, value = token.partition("=")
+        if name == "window" and value:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"window={value!r}: give a positive number of keys.")
+            window = int(value)
+        options.add(name)
+    unknown = options - set(_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown cost config option(s) {sorted(unknown)}; use {_OPTIONS}.")
+    if {"small", "full"} <= options:
+        raise ValueError("choose one of 'small' and 'full'.")
+    if {"window", "torch"} <= options:
+        raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
+    for pattern_option in ("sparse", "linear"):
+        if {"window", pattern_option} <= options:
+            raise ValueError(f"'{pattern_option}' kinds have their own pattern; drop 'window'.")
+    return options, window
+
+
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+    options, window = parse_arg(arg)
+    full = "full" in options
+    config = ml_collections.ConfigDict()
+    # `dense` is the readable reference; the sparse and linear comparisons leave it out (and
+    # flash too, for linear's n = 64K) to save time.
+    if "linear" in options:
+        config.kinds = ("jax.nn", *LINEAR_KIND_PARAMS)
+    elif "sparse" in options:
+        config.kinds = ("jax.nn", "flash")
+    else:
+        config.kinds = ("jax.nn", "dense", "flash")
+    config.kinds += ("torch.sdpa",) if "torch" in options else ()
+    config.kinds += ("local",) if "window" in options else ()
+    config.kinds += tuple(SPARSE_KIND_PARAMS) if "sparse" in options else ()
+    config.baseline = "jax.nn"
+    config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
+    if full and "linear" in options:
+        config.seq_lens += (65536,)
+    config.batch = 1
+    config.num_heads = 8
+    config.num_kv_heads = 8
+    config.head_dim = 64
+    config.dtype = "bfloat16" if "bf16" in options else "float32"
+    config.is_causal = "causal" in options
+    config.local_window_size = (window - 1, 0) if "window" in options else ()
+    config.backward = "fwd" not in options
+    config.warmup = 1
+    config.repeats = 3 if full else 5
+    # Cases whose compiled buffers exceed this are reported with their size and not run.
+    config.memory_budget_gb = 20.0
+    kind_params = {"flash": {"block_q": 512, "block_kv": 512}}
+    kind_params |= SPARSE_KIND_PARAMS if "sparse" in options else {}
+    kind_params |= LINEAR_KIND_PARAMS if "linear" in options else {}
+    config.kind_params = ml_collections.ConfigDict(kind_params)
+    return config

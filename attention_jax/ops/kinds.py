@@ -1,0 +1,121 @@
+"""The record of an attention kind: what layers, decoding, models and the suite know about it.
+
+`ops.register(Kind(...))` is the one way a kind comes in; `ops.kind(name)` returns its record
+and `ops.get(name)` its op. Code outside `ops/` reads capabilities from the record and never
+tests a kind's name, so a kind defined in a user's file (or a test) works in the layers, the
+models, decoding, `ops.attention_map`, the cost harness and the comparison suites:
+
+    def my_window(query, key, value, bias=None, mask=None, **contract):
+        return ops.local(query, key, value, bias, mask, **contract)
+
+    ops.register(ops.Kind(
+        "my_window", my_window, pattern=ops.sparse.local_pattern, time_exponent=1.0,
+        decoding=ops.Decoding.WINDOW, window_in_decoding=True,
+        defaults={"local_window_size": (32, 0)},
+    ))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+
+class Decoding(enum.Enum):
+    """How a kind decodes token by token (`MultiHeadAttention.init_cache`, decode=True)."""
+
+    KV = "kv"  # a cache of every past key and value
+    WINDOW = "window"  # a ring buffer of the last local_window_size[0] keys and values
+    RECURRENT = "recurrent"  # a fixed-size state: phi(K)^T V and its normaliser
+    NONE = "none"  # no causal, incremental form
+
+
+class OwnedState(enum.Enum):
+    """Arrays a kind's op takes as arguments that a layer must own and keep between calls."""
+
+    RANDOM_FEATURES = "random_features"  # Performer's projection: drawn, redrawable, not trained
+    LEARNED_PROJECTIONS = "learned_projections"  # Linformer's E and F: trained, [k, max_len]
+    LAYOUT_SEED = "layout_seed"  # BigBird's random blocks: a seed fixed at init
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """Everything the rest of the code needs to know about one attention kind.
+
+    Attributes:
+      name: the registry name (a config's `attention`).
+      op: the pure function, on the op contract of `ops.dense`.
+      pattern: (q_len, kv_len, **params) -> bool [T, S], the (query, key) pairs it lets
+        through (all True for kinds that re-weight every pair).
+      time_exponent: the theoretical p of time ~ n^p at fixed parameters, set beside the
+        measured exponent in the comparison tables.
+      causal: whether `is_causal=True` is supported.
+      decoding: its token-by-token form (`Decoding`).
+      no_decoding_reason: why not, for Decoding.NONE.
+      pattern_in_decoding: a KV-cache kind that masks the cache with its [max_len, max_len]
+        pattern (sparse kinds); False for kinds that see every cached key.
+      window_in_decoding: a KV-cache or window kind whose `local_window_size` limits the keys a
+        decoded token sees (for pattern kinds the pattern carries the window instead).
+      feature_map: the recurrent form's feature map name; None takes it from the kind's
+        `feature_map` parameter (as `linear` does), default elu.
+      defaults: parameters a layer starts from when the config gives none.
+      length_defaults: (q_len, kv_len, params) -> parameters that depend on the length (filled
+        in per call, e.g. a stride of about sqrt(n)), for those the config leaves out.
+      owned_state: the arrays a layer must own for it (`OwnedState`), or None.
+      takes_horizon: its op takes the layer's `max_len` as `max_len` (cosformer's M).
+    """
+
+    name: str
+    op: Callable
+    pattern: Callable[..., np.ndarray]
+    time_exponent: float
+    causal: bool = True
+    decoding: Decoding = Decoding.KV
+    no_decoding_reason: str = ""
+    pattern_in_decoding: bool = False
+    window_in_decoding: bool = False
+    feature_map: str | None = None
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    length_defaults: Callable[[int, int, dict], dict] | None = None
+    owned_state: OwnedState | None = None
+    takes_horizon: bool = False
+
+    def __post_init__(self):
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"Kind: name must be a non-empty string; got {self.name!r}.")
+        if not callable(self.op) or not callable(self.pattern):
+            raise ValueError(f"Kind {self.name!r}: op and pattern must be callables.")
+        if not isinstance(self.decoding, Decoding):
+            raise ValueError(
+                f"Kind {self.name!r}: decoding must be an ops.Decoding; got {self.decoding!r}."
+            )
+        if self.decoding is Decoding.NONE and not self.no_decoding_reason:
+            raise ValueError(f"Kind {self.name!r}: say why it cannot decode (no_decoding_reason).")
+        if self.decoding is not Decoding.NONE and not self.causal:
+            raise ValueError(f"Kind {self.name!r}: decoding needs a causal form (causal=True).")
+        if not self.time_exponent > 0:
+            raise ValueError(
+                f"Kind {self.name!r}: time_exponent must be positive; got {self.time_exponent!r}."
+            )
+
+    def takes(self, parameter: str) -> bool:
+        """Whether the op has a keyword parameter of this name (not through **kwargs)."""
+        return parameter in inspect.signature(self.op).parameters
+
+    @property
+    def soft_cap(self) -> bool:
+        """Whether it has logits to cap (`logits_soft_cap`)."""
+        return self.takes("logits_soft_cap")
+
+    def params_for(self, q_len: int, kv_len: int, given: Mapping[str, Any]) -> dict:
+        """`given` completed by the length-dependent defaults it leaves out."""
+        params = dict(given)
+        if self.length_defaults is not None:
+            for name, value in self.length_defaults(q_len, kv_len, params).items():
+                params.setdefault(name, value)
+        return params
