@@ -88,22 +88,18 @@ def _chunk(x, axis, chunk):
     return jnp.moveaxis(x, axis, 0)
 
 
-def taylor_kernel(s):
-    """phi(q).phi(k) of the taylor map as a function of s = q.k (scaled): 1 + s + s^2 / 2."""
-    return 1.0 + s + 0.5 * s * s
-
-
 def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False, pairs=None):
     """Causal num and den: masked C x C blocks inside chunks, a scanned state across them.
 
-    With `log_keys`, fk holds log-features (favor): each chunk exponentiates them against the
-    running maximum so far, rescaling the carried state when it grows (as an online softmax
-    does). A single maximum over the whole sequence would leave early tokens, whose keys may be
-    far smaller than later ones, with normalisers that underflow.
+    With `log_keys`, fk holds log-features (`FeatureMap.log_features`, favor's): each chunk
+    exponentiates them against the running maximum so far, rescaling the carried state when it
+    grows (as an online softmax does). A single maximum over the whole sequence would leave early
+    tokens, whose keys may be far smaller than later ones, with normalisers that underflow.
 
     `pairs` = (q_BKGTH, k_BKSH, kv_valid_B1S or None, kernel) scores the C x C blocks as
-    kernel(q.k) for a map whose phi(q).phi(k) is a function of q.k (taylor): H multiply-adds a
-    pair instead of F = 1 + H + H^2, which makes Based's blocks as cheap as softmax's.
+    kernel(q.k) for a map whose phi(q).phi(k) is a function of q.k (`FeatureMap.kernel`, taylor's):
+    H multiply-adds a pair instead of F = 1 + H + H^2, which makes Based's blocks as cheap as
+    softmax's.
     """
     B, K, G, T, F = fq_BKGTF.shape
     Hv = v_BKSV.shape[-1]
@@ -202,7 +198,7 @@ def linear(
       value: [B, S, K, Hv].
       bias, mask, local_window_size, segment ids: refused (ValueError): no score matrix exists.
       feature_map: a name from `feature_maps.NAMES` ('favor' needs a projection: use
-        `performer`) or a `FeatureMap` from `ops.feature_map(...)`.
+        `performer`), a map from `ops.feature_map(...)`, or your own `ops.FeatureMap` subclass.
       chunk_size: causal only: tokens per chunk (any size; T is padded internally).
       scale: logit scale for the exp-approximating maps (favor, taylor), default 1/sqrt(H);
         must be positive (a traced scale cannot be checked: a non-positive one gives NaN);
@@ -247,16 +243,16 @@ def linear(
     kv_valid = _positions_valid(kv_lengths, dims.kv_len)
     fq = phi(q_BKGTH, is_query=True, scale=scale, positions=jnp.arange(dims.q_len))
     kv_valid = None if kv_valid is None else kv_valid[:, None, :]
-    if is_causal and phi.name == "favor":
-        fk = phi.log_favor(phi.prepare(k_BKSH, scale), valid=kv_valid)
+    if is_causal and phi.log_features is not None:
+        fk = phi.log_features(phi.prepare(k_BKSH, scale), valid=kv_valid)
         num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, log_keys=True)
     else:
         fk = phi(
             k_BKSH, is_query=False, scale=scale, positions=jnp.arange(dims.kv_len), valid=kv_valid
         )
-        if is_causal and phi.name == "taylor":
+        if is_causal and phi.kernel is not None:
             pairs = (phi.prepare(q_BKGTH, scale), phi.prepare(k_BKSH, scale), kv_valid)
-            num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, pairs=(*pairs, taylor_kernel))
+            num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size, pairs=(*pairs, phi.kernel))
         elif is_causal:
             num, den = _causal_chunkwise(fq, fk, v_BKSV, chunk_size)
         else:
@@ -276,20 +272,19 @@ def resolve_feature_map(kind, feature_map_or_name, head_dim: int, *, seq_len=Non
     """
     phi = feature_map_or_name
     if isinstance(phi, str):
-        if phi == "favor":
-            raise ValueError(
-                f"{kind}: feature map 'favor' needs a projection; use kind 'performer' or pass "
-                "ops.feature_map('favor', projection=...)."
-            )
-        phi = feature_map(phi)
+        try:
+            phi = feature_map(phi)
+        except ValueError as error:
+            raise ValueError(f"{kind}: {error}") from None
     if not isinstance(phi, FeatureMap):
         raise ValueError(
-            f"{kind}: feature_map must be a name or ops.feature_map(...); got {phi!r}."
+            f"{kind}: feature_map must be a name, ops.feature_map(...) or an instance of an "
+            f"ops.FeatureMap subclass; got {phi!r}."
         )
-    if scale is not None and phi.name not in SCALED:
+    if scale is not None and not phi.scaled:
         raise ValueError(
             f"{kind}: feature map {phi.name!r} has no logit scale; leave scale=None (it applies "
-            f"to {SCALED})."
+            f"to maps that approximate exp, such as {SCALED})."
         )
     # Features carry sqrt(scale): a negative scale would make them NaN, and 0 weights every key
     # the same whatever q and k are. A traced scale cannot be checked here.
@@ -302,25 +297,7 @@ def resolve_feature_map(kind, feature_map_or_name, head_dim: int, *, seq_len=Non
             f"{kind}: scale must be positive for feature map {phi.name!r} (its features carry "
             f"sqrt(scale)); got {scale!r}."
         )
-    if phi.name == "favor" and phi.projection.shape[-1] != head_dim:
-        raise ValueError(
-            f"{kind}: favor projection {phi.projection.shape} does not match head_dim "
-            f"{head_dim}; it must be [num_features, {head_dim}]."
-        )
-    if phi.name == "cosformer" and phi.max_len is None:
-        if seq_len is None:
-            raise ValueError(
-                f"{kind}: cosformer decoding needs ops.feature_map('cosformer', max_len=M): "
-                "positions are re-weighted by cos(pi/2 (i - j) / M), and M must be fixed before "
-                "the first token (use the same M in the parallel form)."
-            )
-        phi = FeatureMap("cosformer", max_len=seq_len)
-    elif phi.name == "cosformer" and seq_len is not None and phi.max_len < seq_len:
-        raise ValueError(
-            f"cosformer: max_len ({phi.max_len}) must be >= the sequence length ({seq_len}) "
-            "so that the re-weighting cos(pi/2 (i - j) / max_len) stays non-negative."
-        )
-    return phi
+    return phi.for_call(kind, head_dim, seq_len)
 
 
 def performer(

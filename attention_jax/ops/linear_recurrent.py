@@ -2,9 +2,10 @@
 
 The causal form of `linear` is a recurrence over the state S = sum_j phi(k_j) v_j^T and the
 normaliser z = sum_j phi(k_j): token t adds its key, then reads with its query, so stepping
-through a sequence equals the parallel causal form. FAVOR+ keys are stabilised by a running
-maximum (the state is rescaled when it grows, as in an online softmax), which the parallel form's
-per-sequence maximum matches exactly because the constant cancels.
+through a sequence equals the parallel causal form. FAVOR+ keys (those of any map with
+`log_features`) are stabilised by a running maximum (the state is rescaled when it grows, as in
+an online softmax), which the parallel form's per-sequence maximum matches exactly because the
+constant cancels.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ class LinearState:
     """Decoding state of kernelized attention, per kv head.
 
     Attributes:
-      kv: [B, K, F, Hv] sum of phi(k) v^T (times exp(-key_shift) for favor).
+      kv: [B, K, F, Hv] sum of phi(k) v^T (times exp(-key_shift) for log-feature maps: favor).
       normaliser: [B, K, F] sum of phi(k) (same scaling).
       position: [B] int32, tokens seen so far (cosformer's positions).
-      key_shift: [B, K] running max of favor's key log-features (-inf before the first token;
-        unused by the other maps).
+      key_shift: [B, K] running max of the key log-features of a map with `log_features`
+        (favor; -inf before the first token; unused by the other maps).
     """
 
     kv: jax.Array
@@ -108,8 +109,8 @@ def linear_step(
     acc = state.kv.dtype
     positions = state.position[:, None]  # [B, 1], broadcast over heads
     kv, normaliser, key_shift = state.kv, state.normaliser, state.key_shift
-    if phi.name == "favor":
-        log_fk = phi.log_favor(phi.prepare(k_t, scale))
+    if phi.log_features is not None:
+        log_fk = phi.log_features(phi.prepare(k_t, scale))
         new_shift = jnp.maximum(key_shift, jax.lax.stop_gradient(log_fk.max(-1)))
         rescale = jnp.exp(key_shift - new_shift)  # exp(-inf) = 0 on the first token
         kv = kv * rescale[..., None, None]
