@@ -13,7 +13,7 @@ import ml_collections
 from attention_jax import data
 from attention_jax.models import config as model_config_lib
 from attention_jax.models.build import MODELS
-from attention_jax.models.config import POSITIVE_INT, POSITIVE_INT_OR_NONE, Range, check_ranges
+from attention_jax.models.ranges import POSITIVE_INT, POSITIVE_INT_OR_NONE, Range, check_ranges
 from attention_jax.train.optim import OptimizerConfig
 from attention_jax.train.sharding import MeshConfig
 

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import optax
 
-from attention_jax.models.config import Range, check_ranges
+from attention_jax.models.ranges import Range, check_ranges
 from attention_jax.train import sharding
 
 OPTIMIZERS = ("adamw", "adafactor", "lion")
