@@ -99,18 +99,21 @@ class MoEAttention(nnx.Module):
         self.kind_params = dict(kind_params or {})
         self.top_k = top_k
         D, N, E, H = in_features, num_heads, num_experts, head_dim
-        init = nnx.initializers.lecun_normal()
+
+        # Fan-in is what one output sums over: D for every input projection, N*H for the
+        # output. Heads and experts are batch axes (a token's experts are alternatives), so
+        # the scale matches MultiHeadAttention's; counting them as fan-in would shrink the
+        # logits and values by sqrt(N) and sqrt(N*E) and slow learning.
+        def lecun(in_axis, out_axis, batch_axis):
+            return nnx.initializers.lecun_normal(in_axis, out_axis, batch_axis)
+
         keys = iter(jax.random.split(rngs.params(), 6))
-        self.query = nnx.Param(init(next(keys), (D, N, H), param_dtype))
-        self.key = nnx.Param(init(next(keys), (D, N, H), param_dtype))
-        self.value_experts = nnx.Param(init(next(keys), (D, N, E, H), param_dtype))
-        self.out_experts = nnx.Param(
-            nnx.initializers.lecun_normal(in_axis=(0, 2), out_axis=3)(
-                next(keys), (N, E, H, D), param_dtype
-            )
-        )
-        self.value_router = nnx.Param(init(next(keys), (D, N, E), param_dtype))
-        self.out_router = nnx.Param(init(next(keys), (D, N, E), param_dtype))
+        self.query = nnx.Param(lecun(0, 2, 1)(next(keys), (D, N, H), param_dtype))
+        self.key = nnx.Param(lecun(0, 2, 1)(next(keys), (D, N, H), param_dtype))
+        self.value_experts = nnx.Param(lecun(0, 3, (1, 2))(next(keys), (D, N, E, H), param_dtype))
+        self.out_experts = nnx.Param(lecun((0, 2), 3, 1)(next(keys), (N, E, H, D), param_dtype))
+        self.value_router = nnx.Param(lecun(0, 2, 1)(next(keys), (D, N, E), param_dtype))
+        self.out_router = nnx.Param(lecun(0, 2, 1)(next(keys), (D, N, E), param_dtype))
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> None:
         """Refused: routed attention keeps no decoding cache."""

@@ -26,12 +26,18 @@ METRICS = ("accuracy", "loss")
 
 @dataclasses.dataclass(frozen=True)
 class KindSpec:
-    """One attention setting: a registered op, its parameters and optional SwitchHead routing."""
+    """One attention setting: a registered op, its parameters and optional SwitchHead routing.
+
+    `learning_rate_scale` multiplies every rate the kind trains at, for kinds whose
+    parametrisation shrinks their updates (SwitchHead's sigmoid gates halve the signal through
+    its value and output projections); the tables report the rate actually used.
+    """
 
     label: str
     attention: str
     kind_params: dict[str, Any]
     moe_attention: dict[str, Any]
+    learning_rate_scale: float = 1.0
 
     @property
     def theory_exponent(self) -> float:
@@ -106,9 +112,16 @@ class Suite:
         for task, kind in suite.pairs():
             # A bad option fails here, in seconds, not after hours of other runs. The model is
             # checked at its config's defaults for what the task fills in (vocabulary, length).
-            train = config_lib.from_config_dict(run_config(task, kind, learning_rates[0], seeds[0]))
+            rate = suite.learning_rates_for(task, kind)[0]
+            train = config_lib.from_config_dict(run_config(task, kind, rate, seeds[0]))
             model_config_lib.from_config_dict(MODELS[train.model["name"]][0], train.model)
         return suite
+
+    def learning_rates_for(self, task: TaskSpec, kind: KindSpec) -> tuple[float, ...]:
+        """The rates `kind` sweeps on `task`: the task's (else the suite's), times its scale."""
+        return tuple(
+            lr * kind.learning_rate_scale for lr in task.learning_rates or self.learning_rates
+        )
 
     def pairs(self):
         """(task, kind) for every pair that can run; see `skip_reason` for the others."""
@@ -120,18 +133,21 @@ class Suite:
 
 def _kind_spec(label: str, spec: Mapping) -> KindSpec:
     spec = dict(spec)
-    unknown = sorted(set(spec) - {"attention", "kind_params", "moe_attention"})
+    keys = ("attention", "kind_params", "moe_attention", "learning_rate_scale")
+    unknown = sorted(set(spec) - set(keys))
     if unknown:
-        raise ValueError(
-            f"kind {label}: unknown keys {unknown}; give attention, kind_params, moe_attention."
-        )
+        raise ValueError(f"kind {label}: unknown keys {unknown}; give {', '.join(keys)}.")
     attention = spec.get("attention", label)
     ops.get(attention)  # ValueError naming the registered kinds
+    scale = float(spec.get("learning_rate_scale", 1.0))
+    if not scale > 0:
+        raise ValueError(f"kind {label}: learning_rate_scale must be > 0; got {scale}.")
     return KindSpec(
         label,
         attention,
         _plain(spec.get("kind_params", {})),
         _plain(spec.get("moe_attention", {})),
+        scale,
     )
 
 

@@ -163,7 +163,7 @@ def run_suite(config, workdir: str, *, devices=None) -> list[dict]:
     sweep_rows, final, tasks = [], {}, {}
     pairs = list(suite.pairs())
     for task, kind in tqdm(pairs, desc="suite", unit="pair"):
-        rates = task.learning_rates or suite.learning_rates
+        rates = suite.learning_rates_for(task, kind)
         first = suite.seeds[0]
         # With one rate there is nothing to choose: every seed trains in the first group.
         sweep_seeds = suite.seeds if len(rates) == 1 else (first,)

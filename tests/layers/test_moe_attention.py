@@ -88,3 +88,13 @@ def test_exactly_k_gates_are_open_even_with_ties(logits):
 def test_bad_top_k_is_refused():
     with pytest.raises(ValueError, match="top_k <= num_experts"):
         MoEAttention(16, 2, num_experts=2, top_k=3, rngs=nnx.Rngs(0))
+
+
+def test_projections_start_at_multi_head_attentions_scale():
+    # Fan-in is D for every input projection and N*H for the output, whatever N and E are:
+    # counting heads or experts as fan-in shrank the values 4x and stalled MQAR learning.
+    D, N, E, H = 64, 8, 8, 16
+    layer = MoEAttention(D, N, num_experts=E, top_k=2, head_dim=H, rngs=nnx.Rngs(0))
+    for name in ("query", "key", "value_experts", "value_router", "out_router"):
+        assert float(jnp.std(getattr(layer, name)[...])) == pytest.approx(D**-0.5, rel=0.1), name
+    assert float(jnp.std(layer.out_experts[...])) == pytest.approx((N * H) ** -0.5, rel=0.1)

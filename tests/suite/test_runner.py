@@ -176,3 +176,23 @@ def test_a_single_rate_trains_every_seed_in_the_first_group(tmp_path, scripted, 
         ("local", 0, 0.2),
         ("local", 1, 0.25),
     }
+
+
+def test_a_kinds_learning_rate_scale_multiplies_every_rate_it_trains_at(
+    tmp_path, scripted, monkeypatch
+):
+    monkeypatch.setitem(SCORES, ("local", 6e-3, 0), 0.5)
+    monkeypatch.setitem(SCORES, ("local", 2e-2, 0), 0.1)
+    config = _config(seeds=(0,))
+    config.kinds.local.learning_rate_scale = 2.0
+    rows = runner.run_suite(config, str(tmp_path))
+    trained = {(kind, lr) for kind, lr, _ in scripted["train"]}
+    assert trained == {("dense", 3e-3), ("dense", 1e-2), ("local", 6e-3), ("local", 2e-2)}
+    assert [r["learning_rate"] for r in rows if r["kind"] == "local"] == [6e-3]
+
+
+def test_a_non_positive_learning_rate_scale_is_refused():
+    config = _config()
+    config.kinds.local.learning_rate_scale = 0.0
+    with pytest.raises(ValueError, match="learning_rate_scale must be > 0"):
+        plan.Suite.from_config(config)
