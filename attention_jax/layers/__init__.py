@@ -3,7 +3,8 @@ mixtures of experts, blocks."""
 
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
-from attention_jax.layers.blocks import DecoderBlock, EncoderBlock
+from attention_jax.layers.attention_config import AttentionConfig
+from attention_jax.layers.blocks import DecoderBlock, EncoderBlock, make_attention
 from attention_jax.layers.feedforward import FeedForward
 from attention_jax.layers.linen import linen_attention
 from attention_jax.layers.moe import MoEFeedForward, RoutingStats
@@ -21,6 +22,7 @@ from attention_jax.layers.random_features import FeatureProjection, RandomFeatur
 
 __all__ = [
     "AdditiveAttention",
+    "AttentionConfig",
     "DecoderBlock",
     "EncoderBlock",
     "FeatureProjection",
@@ -36,6 +38,7 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "linen_attention",
+    "make_attention",
     "sinusoidal_at",
     "sinusoidal_positions",
 ]

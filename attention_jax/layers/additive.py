@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from attention_jax.layers import arguments
 from attention_jax.ops import contract
 from attention_jax.ops.dense import masked_softmax
 
@@ -54,8 +55,7 @@ class AdditiveAttention(nnx.Module):
             ("key_features", key_features),
             ("hidden_features", hidden_features),
         ):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{NAME}: {name} must be a positive integer; got {value!r}.")
+            arguments.positive_int(NAME, name, value)
         self.query_features, self.key_features = query_features, key_features
         self.hidden_features = hidden_features
         self.dtype, self.record_weights = dtype, record_weights

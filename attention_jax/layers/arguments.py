@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numbers
 
+from attention_jax.ops import contract
+
 
 def positive_int(owner: str, name: str, value) -> int:
     """`value` as an int if it is an integer >= 1; a ValueError naming owner and name if not."""
-    # bool is an int to Python, but True heads or features is a slip, never a size.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer; got {value!r}.")
-    return int(value)
+    return contract.static_int(owner, name, value)
 
 
 def dropout_rate(owner: str, value) -> float:

@@ -16,22 +16,17 @@ import numpy as np
 from flax import nnx
 
 from attention_jax import ops
-from attention_jax.layers import arguments, decoding, positional
+from attention_jax.layers import arguments, attention_config, decoding, positional
+from attention_jax.layers.attention_config import AttentionConfig
 from attention_jax.layers.random_features import RandomFeatures
 from attention_jax.ops import contract
 from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 from attention_jax.ops.linformer import DEFAULT_PROJECTED_LEN
 
 NAME = "MultiHeadAttention"
-POSITIONS = (None, "rope", "alibi")
-DEFAULT_MAX_LEN = 512
 # Sparse kinds decode from a full KV cache through their [max_len, max_len] pattern, a static
 # bool array: 64 MiB at this length. Longer decoding is for the kinds with no pattern.
 MAX_PATTERN_DECODE_LEN = 8192
-
-
-def _kinds_with(owned_state) -> list[str]:
-    return [name for name in ops.names() if ops.kind(name).owned_state is owned_state]
 
 
 def _long_decoders() -> list[str]:
@@ -87,174 +82,145 @@ def _linformer_projections(given: dict, projected_len, max_len: int, param_dtype
     return nnx.Param(initial("key_projection")), nnx.Param(initial("value_projection"))
 
 
+# The kind_params entries that give the initial value of the arrays a layer owns.
+_OWNED_ARRAYS = {
+    ops.OwnedState.RANDOM_FEATURES: ("projection",),
+    ops.OwnedState.LEARNED_PROJECTIONS: ("key_projection", "value_projection"),
+}
+
+
+def _random_features(kind_params: dict, given: dict, head_dim: int, redraw_every, rngs):
+    """Performer's features: `num_features` rows (popped from kind_params), or the rows of a
+    given `projection`, which they start from."""
+    owner = f"{NAME}(performer)"
+    num_features = kind_params.pop("num_features", None)
+    if num_features is not None:
+        num_features = arguments.positive_int(owner, "num_features", num_features)
+    projection = given.get("projection")
+    if projection is not None and num_features not in (None, len(projection)):
+        raise ValueError(
+            f"{owner}: num_features={num_features} but the given projection has "
+            f"{len(projection)} rows; pass one or the other."
+        )
+    if projection is not None:
+        num_features = len(projection)
+    return RandomFeatures(
+        DEFAULT_FAVOR_FEATURES if num_features is None else num_features,
+        head_dim,
+        projection=projection,
+        redraw_every=redraw_every,
+        rngs=rngs,
+    )
+
+
+def _layout_seed(rngs: nnx.Rngs) -> int:
+    """BigBird's layout seed, drawn once and concretely: the layout picks the computed blocks
+    at trace time."""
+    key = rngs.params()
+    if isinstance(key, jax.core.Tracer):
+        raise ValueError(
+            f"{NAME}(bigbird): under an abstract or jitted init the random layout cannot be "
+            "drawn from rngs; pass kind_params={'seed': <int>}."
+        )
+    return int(jax.random.randint(key, (), 0, 2**31 - 1))
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention over [B, T, D] inputs with `kind` from the ops registry.
 
     Args:
       in_features: D of the inputs (and of the context for cross attention).
-      num_heads: query heads N.
-      num_kv_heads: K; N % K == 0 (GQA/MQA). Default N.
-      head_dim: H; default in_features // num_heads.
-      kind: a name from `ops.names()`.
-      kind_params: keyword arguments of the kind (e.g. {'block_size': 64} for bigbird).
-        Arrays the layer owns start from the ones given here: performer's `projection`,
-        linformer's `key_projection` and `value_projection` ([projected_len, max_len]).
-      positions: None, 'rope' (rotates q and k) or 'alibi' (a bias; only for kinds taking one).
-      max_len: longest sequence for linformer's learned projections (shorter inputs use a
-        prefix) and cosformer's re-weighting horizon M (fixed, so decoding matches training).
-      dropout_rate: dropout on the output projection's input, in [0, 1).
-      qk_norm: RMS-normalise queries and keys per head before attention.
-      logits_soft_cap: c squashes logits to c * tanh(logits / c) (Gemma 2); softmax kinds only.
-      redraw_every: performer only: redraw the random features every N training calls (calls
-        with dropout on); `redraw(key)` redraws on request.
-      lora_rank: add a trainable low-rank update (`nnx.LoRA`, params of type nnx.LoRAParam) to
-        each of the four projections; None for none.
-      record_maps: sow each call's attention map [B, N, T, S] (`ops.attention_map`) as
-        nnx.Intermediate 'attention_weights'; collect with `nnx.capture`. Costs an extra
-        S-wide call, so it is off by default and the default path never computes it.
-      use_bias: biases in the projections.
+      num_heads: query heads N (or give them in `attention`).
+      attention: an `AttentionConfig` holding every attention option; or leave it None and
+        give its fields as keywords (`kind='local'`, `positions='rope'`, ...).
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter (and dropout) randomness.
+      options: `AttentionConfig` fields (kind, kind_params, num_kv_heads, head_dim, positions,
+        max_len, dropout_rate, qk_norm, logits_soft_cap, redraw_every, lora_rank, record_maps,
+        use_bias), when `attention` is None.
     """
 
     def __init__(
         self,
         in_features: int,
-        num_heads: int,
+        num_heads: int | None = None,
         *,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        kind: str = ops.DEFAULT_KIND,
-        kind_params: dict | None = None,
-        positions: str | None = None,
-        max_len: int = DEFAULT_MAX_LEN,
-        dropout_rate: float = 0.0,
-        qk_norm: bool = False,
-        logits_soft_cap: float | None = None,
-        redraw_every: int | None = None,
-        lora_rank: int | None = None,
-        record_maps: bool = False,
-        use_bias: bool = True,
+        attention: AttentionConfig | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **options,
     ):
-        # What the layer knows of its kind, it reads here (ValueError for an unknown name).
-        self.record = record = ops.kind(kind)
+        config = attention_config.resolve(NAME, attention, num_heads, options)
+        if config.moe_attention:
+            raise ValueError(
+                f"{NAME}: moe_attention routes the layer; build it with layers.MoEAttention or "
+                "a block, which choose the routed layer."
+            )
+        # What the layer knows of its kind, it reads here.
+        self.record = record = ops.kind(config.kind)
         self.op = record.op
         in_features = arguments.positive_int(NAME, "in_features", in_features)
-        num_heads = arguments.positive_int(NAME, "num_heads", num_heads)
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        num_kv_heads = arguments.positive_int(NAME, "num_kv_heads", num_kv_heads)
-        max_len = arguments.positive_int(NAME, "max_len", max_len)
-        dropout_rate = arguments.dropout_rate(NAME, dropout_rate)
-        if num_heads % num_kv_heads:
+        if config.head_dim is None and in_features % config.num_heads:
             raise ValueError(
-                f"MultiHeadAttention: num_heads ({num_heads}) must be a positive multiple of "
-                f"num_kv_heads ({num_kv_heads})."
+                f"{NAME}: in_features ({in_features}) is not divisible by num_heads "
+                f"({config.num_heads}); pick num_heads dividing it or set head_dim."
             )
-        if head_dim is None and in_features % num_heads:
-            raise ValueError(
-                f"MultiHeadAttention: in_features ({in_features}) is not divisible by num_heads "
-                f"({num_heads}); pick num_heads dividing it or set head_dim."
-            )
-        head_dim = in_features // num_heads if head_dim is None else head_dim
-        head_dim = arguments.positive_int(NAME, "head_dim", head_dim)
-        if lora_rank is not None:
-            lora_rank = arguments.positive_int(NAME, "lora_rank", lora_rank)
-        if positions not in POSITIONS:
-            raise ValueError(f"MultiHeadAttention: positions must be one of {POSITIONS}.")
-        if logits_soft_cap is not None and not record.soft_cap:
-            capped = [name for name in ops.names() if ops.kind(name).soft_cap]
-            raise ValueError(
-                f"MultiHeadAttention: kind {kind!r} has no logits to cap; logits_soft_cap works "
-                f"with {capped}."
-            )
-        random_features = record.owned_state is ops.OwnedState.RANDOM_FEATURES
-        learned_projections = record.owned_state is ops.OwnedState.LEARNED_PROJECTIONS
-        if redraw_every is not None and not random_features:
-            raise ValueError(
-                f"MultiHeadAttention: redraw_every is for kinds with random features "
-                f"({_kinds_with(ops.OwnedState.RANDOM_FEATURES)}), not {kind!r}."
-            )
-        self.kind, self.positions, self.record_maps = kind, positions, record_maps
+        num_heads, num_kv_heads = config.num_heads, config.kv_heads
+        head_dim = config.head_dim or in_features // num_heads
+        max_len = config.layer_max_len
+        self.kind, self.positions = config.kind, config.positions
+        self.record_maps = config.record_maps
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        given = dict(kind_params or {})
+        given = dict(config.kind_params)
         # Arrays the layer owns as state start from these; they are not static op parameters.
-        projection = given.pop("projection", None) if random_features else None
-        linformer_init = {}
-        if learned_projections:
-            names = ("key_projection", "value_projection")
-            linformer_init = {name: given.pop(name) for name in names if name in given}
+        owned = _OWNED_ARRAYS.get(record.owned_state, ())
+        owned_init = {name: given.pop(name) for name in owned if name in given}
         # Static attributes hold no arrays: layouts and the like become nested tuples.
         given = {name: _static(value) for name, value in given.items()}
         self.kind_params = {**record.defaults, **given}
         if record.takes_horizon:
             self.kind_params.setdefault("max_len", max_len)
-        if logits_soft_cap is not None:
-            self.kind_params["logits_soft_cap"] = logits_soft_cap
+        if config.logits_soft_cap is not None:
+            self.kind_params["logits_soft_cap"] = config.logits_soft_cap
         self.dtype = dtype
         self.cache = nnx.data(None)  # set by init_cache
         self.cache_max_len = 0
-        linear = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        linear = dict(use_bias=config.use_bias, **typed)
         self.query = nnx.LinearGeneral(in_features, (num_heads, head_dim), **linear)
         self.key = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
         self.value = nnx.LinearGeneral(in_features, (num_kv_heads, head_dim), **linear)
         self.out = nnx.LinearGeneral((num_heads, head_dim), in_features, axis=(-2, -1), **linear)
         lora_adapters = None
-        if lora_rank is not None:
-            lora = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if config.lora_rank is not None:
+            rank = config.lora_rank
             lora_adapters = nnx.Dict(
-                query=nnx.LoRA(in_features, lora_rank, num_heads * head_dim, **lora),
-                key=nnx.LoRA(in_features, lora_rank, num_kv_heads * head_dim, **lora),
-                value=nnx.LoRA(in_features, lora_rank, num_kv_heads * head_dim, **lora),
-                out=nnx.LoRA(num_heads * head_dim, lora_rank, in_features, **lora),
+                query=nnx.LoRA(in_features, rank, num_heads * head_dim, **typed),
+                key=nnx.LoRA(in_features, rank, num_kv_heads * head_dim, **typed),
+                value=nnx.LoRA(in_features, rank, num_kv_heads * head_dim, **typed),
+                out=nnx.LoRA(num_heads * head_dim, rank, in_features, **typed),
             )
         self.lora = lora_adapters
-        norm = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q_norm = nnx.RMSNorm(head_dim, **norm) if qk_norm else None
-        self.k_norm = nnx.RMSNorm(head_dim, **norm) if qk_norm else None
+        self.q_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
+        self.k_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
         # Without dropout no 'dropout' stream is needed (Linen's init passes only 'params').
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate else None)
+        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs if config.dropout_rate else None)
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.
-        features = None
-        if random_features:
-            num_features = self.kind_params.pop("num_features", None)
-            if num_features is not None:
-                num_features = arguments.positive_int(
-                    f"{NAME}(performer)", "num_features", num_features
-                )
-            if projection is not None and num_features not in (None, len(projection)):
-                raise ValueError(
-                    f"MultiHeadAttention(performer): num_features={num_features} but the given "
-                    f"projection has {len(projection)} rows; pass one or the other."
-                )
-            if projection is not None:
-                num_features = len(projection)
-            features = RandomFeatures(
-                DEFAULT_FAVOR_FEATURES if num_features is None else num_features,
-                head_dim,
-                projection=projection,
-                redraw_every=redraw_every,
-                rngs=rngs,
+        features = linformer_e = linformer_f = None
+        if record.owned_state is ops.OwnedState.RANDOM_FEATURES:
+            features = _random_features(
+                self.kind_params, owned_init, head_dim, config.redraw_every, rngs
             )
-        self.features = features
-        linformer_e = linformer_f = None
-        if learned_projections:
+        elif record.owned_state is ops.OwnedState.LEARNED_PROJECTIONS:
             projected_len = self.kind_params.pop("projected_len", None)
             linformer_e, linformer_f = _linformer_projections(
-                linformer_init, projected_len, max_len, param_dtype, rngs
+                owned_init, projected_len, max_len, param_dtype, rngs
             )
+        elif record.owned_state is ops.OwnedState.LAYOUT_SEED and "seed" not in self.kind_params:
+            self.kind_params["seed"] = _layout_seed(rngs)
+        self.features = features
         self.linformer_e, self.linformer_f = linformer_e, linformer_f
-        if record.owned_state is ops.OwnedState.LAYOUT_SEED and "seed" not in self.kind_params:
-            # Drawn once, concretely: the layout picks the computed blocks at trace time.
-            key = rngs.params()
-            if isinstance(key, jax.core.Tracer):
-                raise ValueError(
-                    "MultiHeadAttention(bigbird): under an abstract or jitted init the random "
-                    "layout cannot be drawn from rngs; pass kind_params={'seed': <int>}."
-                )
-            self.kind_params["seed"] = int(jax.random.randint(key, (), 0, 2**31 - 1))
 
     def redraw(self, key: jax.Array) -> None:
         """Draws fresh Performer features (the caller decides when, e.g. every N steps)."""

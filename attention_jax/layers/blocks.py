@@ -12,9 +12,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attention_jax import ops
-from attention_jax.layers import arguments
+from attention_jax.layers import arguments, attention_config
 from attention_jax.layers.additive import AdditiveAttention
 from attention_jax.layers.attention import MultiHeadAttention
+from attention_jax.layers.attention_config import AttentionConfig
 from attention_jax.layers.feedforward import FeedForward
 from attention_jax.layers.moe import MoEFeedForward
 from attention_jax.layers.moe_attention import MoEAttention
@@ -30,21 +31,19 @@ def make_norm(norm: str, d_model: int, *, dtype=None, param_dtype=jnp.float32, r
     return NORMS[norm](d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def _attention(d_model, num_heads, moe_attention=None, **options):
-    # Options left at None take the layer's defaults (max_len) or are off (soft cap, LoRA).
-    given = {name: value for name, value in options.items() if value is not None}
-    if not moe_attention:
-        return MultiHeadAttention(d_model, num_heads, **given)
-    # The model config refused the options routed attention lacks (LoRA, qk_norm, GQA, ...).
-    routed = {k: given[k] for k in ("kind", "kind_params", "head_dim", "positions") if k in given}
+def make_attention(d_model: int, config: AttentionConfig, **typed) -> nnx.Module:
+    """The attention layer of `config`: `MoEAttention` when it routes, else multi-head."""
+    if not config.moe_attention:
+        return MultiHeadAttention(d_model, attention=config, **typed)
     return MoEAttention(
         d_model,
-        num_heads,
-        **moe_attention,
-        **routed,
-        dtype=options.get("dtype"),
-        param_dtype=options["param_dtype"],
-        rngs=options["rngs"],
+        config.num_heads,
+        **config.moe_attention,
+        head_dim=config.head_dim,
+        kind=config.kind,
+        kind_params=config.kind_params,
+        positions=config.positions,
+        **typed,
     )
 
 
@@ -53,20 +52,17 @@ class EncoderBlock(nnx.Module):
 
     Args:
       d_model: D.
-      num_heads: N query heads.
+      num_heads: N query heads (or give them in `attention`).
       mlp_dim: F, hidden features of the feed-forward network.
-      kind, kind_params: the attention kind (a name from `ops.names()`) and its parameters.
-      num_kv_heads, head_dim, positions, max_len, qk_norm: as in `MultiHeadAttention` (None
-        for max_len: the layer's default).
-      logits_soft_cap: caps attention logits at +-cap via tanh; None for no cap.
+      attention: the self-attention's `AttentionConfig` (kind, kind_params, heads, positions,
+        max_len, qk_norm, logits_soft_cap, lora_rank, moe_attention, ...); or None and its
+        fields as keywords (`kind='local'`, ...). Its lora_rank applies to the feed-forward
+        network too.
       activation: 'gelu', 'relu' or 'swiglu'.
       norm: 'layernorm' or 'rmsnorm'.
       dropout_rate: dropout on each residual branch, in [0, 1).
-      lora_rank: LoRA updates of this rank on every projection; None for none.
       moe: MoEFeedForward options (num_experts, top_k, ...) to replace the feed-forward
         network with a mixture of experts; None for a dense one.
-      moe_attention: MoEAttention options (num_experts, top_k) to route the self-attention's
-        value and output projections (SwitchHead); None for multi-head attention.
       dtype: computation dtype (e.g. bfloat16); parameters stay `param_dtype`.
       rngs: parameter (and dropout) randomness.
     """
@@ -74,56 +70,34 @@ class EncoderBlock(nnx.Module):
     def __init__(
         self,
         d_model: int,
-        num_heads: int,
-        mlp_dim: int,
+        num_heads: int | None = None,
+        mlp_dim: int | None = None,
         *,
-        kind: str = ops.DEFAULT_KIND,
-        kind_params: dict | None = None,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        positions: str | None = None,
-        max_len: int | None = None,
-        qk_norm: bool = False,
-        logits_soft_cap: float | None = None,
+        attention: AttentionConfig | None = None,
         activation: str = "gelu",
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
-        lora_rank: int | None = None,
         moe: dict | None = None,
-        moe_attention: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **attention_options,
     ):
         owner = type(self).__name__
         # Checked here so the error names the block's own arguments (mlp_dim, not hidden).
         d_model = arguments.positive_int(owner, "d_model", d_model)
-        num_heads = arguments.positive_int(owner, "num_heads", num_heads)
         mlp_dim = arguments.positive_int(owner, "mlp_dim", mlp_dim)
         dropout_rate = arguments.dropout_rate(owner, dropout_rate)
+        config = attention_config.resolve(owner, attention, num_heads, attention_options)
         typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attention_norm = make_norm(norm, d_model, **typed)
-        self.attention = _attention(
-            d_model,
-            num_heads,
-            kind=kind,
-            kind_params=kind_params,
-            num_kv_heads=num_kv_heads,
-            head_dim=head_dim,
-            positions=positions,
-            max_len=max_len,
-            qk_norm=qk_norm,
-            logits_soft_cap=logits_soft_cap,
-            lora_rank=lora_rank,
-            moe_attention=moe_attention,
-            **typed,
-        )
+        self.attention = make_attention(d_model, config, **typed)
         self.ffn_norm = make_norm(norm, d_model, **typed)
         if moe:
             self.ffn = MoEFeedForward(d_model, mlp_dim, activation=activation, **moe, **typed)
         else:
             self.ffn = FeedForward(
-                d_model, mlp_dim, activation=activation, lora_rank=lora_rank, **typed
+                d_model, mlp_dim, activation=activation, lora_rank=config.lora_rank, **typed
             )
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
@@ -157,63 +131,48 @@ class DecoderBlock(EncoderBlock):
 
     Args:
       cross_attention: None (decoder-only), 'multihead' (`MultiHeadAttention` of kind
-        `cross_kind`, without positions) or 'additive' (`AdditiveAttention`, Bahdanau).
-      cross_kind, cross_kind_params: the kind of multihead cross-attention and its parameters
-        (it shares `max_len`, the longest context, with the self-attention).
-      The rest: as in `EncoderBlock`; `kind`, `kind_params` and `positions` are the
-        self-attention's.
+        `cross_kind`, without positions or routing) or 'additive' (`AdditiveAttention`,
+        Bahdanau).
+      cross_kind, cross_kind_params: the kind of multihead cross-attention and its parameters;
+        its other options (heads, max_len, the longest context, ...) are the self-attention's.
+      The rest: as in `EncoderBlock`; `attention` (or its keywords) is the self-attention's.
     """
 
     def __init__(
         self,
         d_model: int,
-        num_heads: int,
-        mlp_dim: int,
+        num_heads: int | None = None,
+        mlp_dim: int | None = None,
         *,
         cross_attention: str | None = None,
         cross_kind: str = ops.DEFAULT_KIND,
         cross_kind_params: dict | None = None,
-        kind: str = ops.DEFAULT_KIND,
-        kind_params: dict | None = None,
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        positions: str | None = None,
-        max_len: int | None = None,
-        qk_norm: bool = False,
-        logits_soft_cap: float | None = None,
+        attention: AttentionConfig | None = None,
         activation: str = "gelu",
         norm: str = "layernorm",
         dropout_rate: float = 0.0,
-        lora_rank: int | None = None,
         moe: dict | None = None,
-        moe_attention: dict | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **attention_options,
     ):
         if cross_attention not in CROSS_ATTENTION:
             raise ValueError(
                 f"DecoderBlock: cross_attention must be one of {CROSS_ATTENTION}; got "
                 f"{cross_attention!r}."
             )
-        heads = dict(num_kv_heads=num_kv_heads, head_dim=head_dim, qk_norm=qk_norm)
-        shared = dict(logits_soft_cap=logits_soft_cap, lora_rank=lora_rank)
+        owner = type(self).__name__
+        config = attention_config.resolve(owner, attention, num_heads, attention_options)
         typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         super().__init__(
             d_model,
-            num_heads,
-            mlp_dim,
-            kind=kind,
-            kind_params=kind_params,
-            positions=positions,
-            max_len=max_len,
+            mlp_dim=mlp_dim,
+            attention=config,
             activation=activation,
             norm=norm,
             dropout_rate=dropout_rate,
             moe=moe,
-            moe_attention=moe_attention,
-            **heads,
-            **shared,
             **typed,
         )
         self.cross_attention_type = cross_attention
@@ -221,16 +180,16 @@ class DecoderBlock(EncoderBlock):
         if cross_attention is not None:
             cross_norm = make_norm(norm, d_model, **typed)
         if cross_attention == "multihead":
-            cross = _attention(
-                d_model,
-                num_heads,
+            drawn = ops.kind(cross_kind).owned_state is ops.OwnedState.RANDOM_FEATURES
+            cross_config = config.replace(
                 kind=cross_kind,
-                kind_params=cross_kind_params,
-                max_len=max_len,
-                **heads,
-                **shared,
-                **typed,
+                kind_params=cross_kind_params or {},
+                positions=None,
+                redraw_every=config.redraw_every if drawn else None,
+                moe_attention={},
+                owner=owner,
             )
+            cross = make_attention(d_model, cross_config, **typed)
         elif cross_attention == "additive":
             cross = AdditiveAttention(d_model, d_model, **typed)
         self.cross_norm, self.cross_attention = cross_norm, cross

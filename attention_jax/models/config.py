@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from attention_jax import ops
-from attention_jax.layers import moe_attention
+from attention_jax.layers.attention_config import AttentionConfig
 from attention_jax.layers.blocks import CROSS_ATTENTION, NORMS
 from attention_jax.layers.feedforward import ACTIVATIONS
 from attention_jax.models.ranges import POSITIVE_INT, POSITIVE_INT_OR_NONE, Range, check_ranges
@@ -82,35 +82,6 @@ def _check_moe(cls_name: str, moe: Mapping) -> None:
         )
     if int(moe.get("every_n_layers", 1)) < 1:
         raise ValueError(f"{cls_name}: moe.every_n_layers must be >= 1; got {moe}.")
-
-
-def _check_moe_attention(config: TransformerConfig, kinds: tuple[str, ...]) -> None:
-    routed = config.moe_attention
-    if not routed:
-        return
-    cls = type(config).__name__
-    unknown = sorted(set(routed) - {"num_experts", "top_k"})
-    if unknown or "num_experts" not in routed:
-        raise ValueError(
-            f"{cls}: moe_attention needs num_experts and takes top_k; got {dict(routed)}."
-        )
-    if not 1 <= routed.get("top_k", 2) <= routed["num_experts"]:
-        raise ValueError(f"{cls}: moe_attention needs 1 <= top_k <= num_experts; got {routed}.")
-    unroutable = [kind for kind in kinds if not moe_attention.routable(kind)]
-    unsupported = {
-        "num_kv_heads": config.num_kv_heads not in (None, config.num_heads),
-        "qk_norm": config.qk_norm,
-        "logits_soft_cap": config.logits_soft_cap is not None,
-        "lora_rank": config.lora_rank is not None,
-        "positions='alibi'": config.positions == "alibi",
-        f"attention {unroutable}": bool(unroutable),
-    }
-    chosen = [name for name, used in unsupported.items() if used]
-    if chosen:
-        raise ValueError(
-            f"{cls}: routed attention (moe_attention) does not support {chosen}; drop them or "
-            f"set moe_attention={{}}."
-        )
 
 
 def _op_parameters(kind: str) -> tuple[str, ...] | None:
@@ -186,20 +157,15 @@ class TransformerConfig:
                 f"{cls}: d_model ({self.d_model}) is not divisible by num_heads "
                 f"({self.num_heads}); pick num_heads dividing d_model or set head_dim."
             )
-        kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
-        if self.num_heads % kv_heads:
-            raise ValueError(
-                f"{cls}: num_heads ({self.num_heads}) must be a positive multiple of "
-                f"num_kv_heads ({self.num_kv_heads}) for grouped-query attention."
-            )
         kinds = (self.attention,) if isinstance(self.attention, str) else self.attention
         for kind in kinds:
             ops.get(kind)  # ValueError listing the registered kinds
         _check_moe(cls, self.moe)
-        _check_moe_attention(self, kinds)
         _one_of(cls, "activation", self.activation, sorted(ACTIVATIONS))
         _one_of(cls, "norm", self.norm, sorted(NORMS))
         _one_of(cls, "positions", self.positions, POSITIONS)
+        for kind in kinds:
+            self.attention_config(kind)  # the layer's own checks, named after this config
         for field in ("dtype", "param_dtype"):
             value = getattr(self, field)
             try:
@@ -300,6 +266,32 @@ class TransformerConfig:
         """(load_balancing_weight, z_loss_weight) of the auxiliary losses."""
         options = {**MOE_DEFAULTS, **self.moe}
         return options["load_balancing_weight"], options["z_loss_weight"]
+
+    def attention_config(
+        self, kind: str, *, layer: int = 0, max_len: int | None = None
+    ) -> AttentionConfig:
+        """The AttentionConfig of self-attention layer number `layer`, of `kind`, attending over
+        at most `max_len` tokens (None: the layer's default)."""
+        kind_params = self.params_for(kind)
+        if ops.kind(kind).owned_state is ops.OwnedState.LAYOUT_SEED:
+            # The random blocks follow from the config alone, so a restored checkpoint (or an
+            # abstract init) rebuilds the same pattern; layers differ by their index.
+            kind_params.setdefault("seed", layer)
+        return AttentionConfig(
+            num_heads=self.num_heads,
+            kind=kind,
+            kind_params=kind_params,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            # Absolute positions are added to the embeddings; attention sees only rope/alibi.
+            positions=None if self.positions in ADDED_POSITIONS else self.positions,
+            max_len=max_len,
+            qk_norm=self.qk_norm,
+            logits_soft_cap=self.logits_soft_cap,
+            lora_rank=self.lora_rank,
+            moe_attention=self.moe_attention,
+            owner=type(self).__name__,
+        )
 
     def params_for(self, kind: str, *, shared: bool = True) -> dict:
         """kind_params for a layer of `kind`: its own entry when keyed by kind, else all

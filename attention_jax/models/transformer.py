@@ -21,27 +21,12 @@ from attention_jax.models.config import ADDED_POSITIONS, TransformerConfig
 
 def block_options(config: TransformerConfig, kind: str, max_len: int, layer: int) -> dict:
     """Keyword arguments of block number `layer`, of `kind`, in a model of `config`."""
-    kind_params = config.params_for(kind)
-    if ops.kind(kind).owned_state is ops.OwnedState.LAYOUT_SEED:
-        # The random blocks follow from the config alone, so a restored checkpoint (or an
-        # abstract init) rebuilds the same pattern; layers differ by their index.
-        kind_params.setdefault("seed", layer)
     return dict(
-        kind=kind,
-        kind_params=kind_params,
-        num_kv_heads=config.num_kv_heads,
-        head_dim=config.head_dim,
-        # Absolute positions are added to the embeddings; attention sees only rope/alibi.
-        positions=None if config.positions in ADDED_POSITIONS else config.positions,
-        max_len=max_len,
-        qk_norm=config.qk_norm,
-        logits_soft_cap=config.logits_soft_cap,
+        attention=config.attention_config(kind, layer=layer, max_len=max_len),
         activation=config.activation,
         norm=config.norm,
         dropout_rate=config.dropout_rate,
-        lora_rank=config.lora_rank,
         moe=config.moe_options(layer),
-        moe_attention=dict(config.moe_attention) or None,
         dtype=config.compute_dtype,
         param_dtype=config.params_dtype,
     )
@@ -163,8 +148,7 @@ class EncoderStack(nnx.Module):
         self.blocks = nnx.List(
             EncoderBlock(
                 D,
-                config.num_heads,
-                config.mlp_dim,
+                mlp_dim=config.mlp_dim,
                 **block_options(config, kind, max_len, layer),
                 rngs=rngs,
             )
@@ -198,8 +182,7 @@ class DecoderStack(nnx.Module):
         self.blocks = nnx.List(
             DecoderBlock(
                 D,
-                config.num_heads,
-                config.mlp_dim,
+                mlp_dim=config.mlp_dim,
                 cross_attention=cross_attention,
                 cross_kind=cross_kind,
                 cross_kind_params=config.params_for(cross_kind, shared=False),

@@ -11,16 +11,13 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from attention_jax.ops import contract
 from attention_jax.ops.flash import blocked_attention
 from attention_jax.ops.sparse import DEFAULT_SPARSE_BLOCK, block_sparse_pattern
 
 
 def _count(name: str, value, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"bigbird: {name} must be an int; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"bigbird: {name} must be >= {minimum}; got {value}.")
-    return int(value)
+    return contract.static_int("bigbird", name, value, minimum)
 
 
 def _rng(seed) -> np.random.Generator:
@@ -75,6 +72,15 @@ def bigbird_layout(
     return np.stack(heads) if num_heads else heads[0]
 
 
+def _token_layout(q_len: int, kv_len: int, block_size, num_heads, **layout_params):
+    """(block_size, layout) of the bigbird blocks over q_len x kv_len tokens."""
+    block_size = _count("block_size", block_size, 1)
+    layout = bigbird_layout(
+        -(-q_len // block_size), -(-kv_len // block_size), num_heads=num_heads, **layout_params
+    )
+    return block_size, layout
+
+
 def bigbird(
     query: jax.Array,
     key: jax.Array,
@@ -117,15 +123,15 @@ def bigbird(
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
-    block_size = _count("block_size", block_size, 1)
-    layout = bigbird_layout(
-        -(-query.shape[1] // block_size),
-        -(-key.shape[1] // block_size),
+    block_size, layout = _token_layout(
+        query.shape[1],
+        key.shape[1],
+        block_size,
+        query.shape[2] if per_head else None,
         num_window_blocks=num_window_blocks,
         num_global_blocks=num_global_blocks,
         num_random_blocks=num_random_blocks,
         seed=seed,
-        num_heads=query.shape[2] if per_head else None,
         is_causal=is_causal,
     )
     return blocked_attention(
@@ -133,19 +139,10 @@ def bigbird(
         query,
         key,
         value,
-        bias,
-        mask,
-        scale=scale,
-        is_causal=is_causal,
-        query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
         block_q=block_size,
         block_kv=block_size,
         layout=layout,
+        **contract.forwarded(locals()),
     )
 
 
@@ -169,15 +166,15 @@ def bigbird_pattern(
     """
     if per_head and num_heads is None:
         raise ValueError("pattern_mask('bigbird', per_head=True) needs num_heads.")
-    _count("block_size", block_size, 1)
-    layout = bigbird_layout(
-        -(-q_len // block_size),
-        -(-kv_len // block_size),
+    block_size, layout = _token_layout(
+        q_len,
+        kv_len,
+        block_size,
+        num_heads if per_head else None,
         num_window_blocks=num_window_blocks,
         num_global_blocks=num_global_blocks,
         num_random_blocks=num_random_blocks,
         seed=seed,
-        num_heads=num_heads if per_head else None,
         is_causal=is_causal,
     )
     return block_sparse_pattern(q_len, kv_len, layout=layout, block_size=block_size)

@@ -8,10 +8,55 @@ heads per kv head, so grouped heads share K/V without copying it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# The contract's arguments besides query, key and value. An op built on another (local on
+# flash's engine, say) passes them on with `forwarded(locals())` instead of naming each.
+CONTRACT_ARGUMENTS = (
+    "bias",
+    "mask",
+    "scale",
+    "is_causal",
+    "query_seq_lengths",
+    "key_value_seq_lengths",
+    "local_window_size",
+    "query_segment_ids",
+    "key_value_segment_ids",
+    "logits_soft_cap",
+)
+
+
+def forwarded(arguments: Mapping) -> dict:
+    """The contract's arguments among `arguments`: an op's `locals()`, taken before it rebinds
+    any of them, so they reach the op it is built on unchanged."""
+    return {name: arguments[name] for name in CONTRACT_ARGUMENTS if name in arguments}
+
+
+def static_int(owner: str, name: str, value, minimum: int = 1) -> int:
+    """`value` as an int if it is a Python or NumPy integer >= minimum; a ValueError naming owner
+    and name if not. Sizes are static: they decide shapes and which blocks are computed."""
+    # bool is an int to Python, but True heads or blocks is a slip, never a size.
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        what = "a positive integer (>= 1)" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{owner}: {name} must be {what}; got {value!r}.")
+    return int(value)
+
+
+def refuse(kind: str, why: str, **arguments) -> None:
+    """Raises for the first of `arguments` that is given (not None): `kind` cannot honour it,
+    because `why`."""
+    for name, value in arguments.items():
+        if value is not None:
+            raise ValueError(f"{kind}: {name} is not supported ({why}).")
 
 
 @dataclasses.dataclass(frozen=True)

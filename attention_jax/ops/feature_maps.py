@@ -46,7 +46,8 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from attention_jax.ops import contract
 
 
 def favor_projection(key: jax.Array, num_features: int, head_dim: int, orthogonal: bool = True):
@@ -257,12 +258,8 @@ class Cosformer(FeatureMap):
     name: ClassVar[str] = "cosformer"
 
     def __post_init__(self):
-        if self.max_len is not None and (
-            isinstance(self.max_len, (bool, np.bool_))
-            or not isinstance(self.max_len, (int, np.integer))
-            or self.max_len < 1
-        ):
-            raise ValueError(f"cosformer: max_len must be a positive int; got {self.max_len!r}.")
+        if self.max_len is not None:
+            contract.static_int("cosformer", "max_len", self.max_len)
 
     def num_features(self, head_dim):
         return 2 * head_dim

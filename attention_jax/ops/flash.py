@@ -312,16 +312,6 @@ def _pad_axis(x, axis, size, value):
     return jnp.pad(x, widths, constant_values=value)
 
 
-def _check_block(kind, name, value):
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, np.integer))
-        or value <= 0
-    ):
-        raise ValueError(f"{kind}: {name} must be a positive int (static); got {value!r}.")
-    return int(value)
-
-
 def flash(
     query: jax.Array,
     key: jax.Array,
@@ -368,18 +358,9 @@ def flash(
         query,
         key,
         value,
-        bias,
-        mask,
-        scale=scale,
-        is_causal=is_causal,
-        query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
         block_q=block_q,
         block_kv=block_kv,
-        logits_soft_cap=logits_soft_cap,
+        **contract.forwarded(locals()),
     )
 
 
@@ -388,16 +369,16 @@ def blocked_attention(
     query,
     key,
     value,
-    bias,
-    mask,
+    bias=None,
+    mask=None,
     *,
-    scale,
-    is_causal,
-    query_seq_lengths,
-    key_value_seq_lengths,
-    local_window_size,
-    query_segment_ids,
-    key_value_segment_ids,
+    scale=None,
+    is_causal=False,
+    query_seq_lengths=None,
+    key_value_seq_lengths=None,
+    local_window_size=None,
+    query_segment_ids=None,
+    key_value_segment_ids=None,
     block_q: int,
     block_kv: int,
     layout: np.ndarray | None = None,
@@ -415,8 +396,8 @@ def blocked_attention(
     so partial attentions over disjoint key sets can be merged exactly (`combine.merge`).
     """
     dims = contract.check_qkv(kind, query, key, value)
-    block_q = _check_block(kind, "block_q", block_q)
-    block_kv = _check_block(kind, "block_kv", block_kv)
+    block_q = contract.static_int(kind, "block_q", block_q)
+    block_kv = contract.static_int(kind, "block_kv", block_kv)
     num_q_blocks, num_kv_blocks = -(-dims.q_len // block_q), -(-dims.kv_len // block_kv)
     if layout is not None and (
         np.shape(layout)[-2:] != (num_q_blocks, num_kv_blocks)

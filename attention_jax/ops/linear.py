@@ -48,25 +48,6 @@ def normalise(num, den):
     return jnp.where(ok[..., None], num / jnp.where(ok, den, 1.0)[..., None], 0.0)
 
 
-def _refuse(kind, **arguments):
-    for name, value in arguments.items():
-        if value is not None:
-            raise ValueError(
-                f"{kind}: {name} cannot be honoured by kernelized attention (there is no score "
-                "matrix to mask or bias); use a softmax kind such as 'flash' for it."
-            )
-
-
-def _check_chunk(kind, chunk_size) -> int:
-    if (
-        isinstance(chunk_size, (bool, np.bool_))
-        or not isinstance(chunk_size, (int, np.integer))
-        or chunk_size < 1
-    ):
-        raise ValueError(f"{kind}: chunk_size must be a positive int; got {chunk_size!r}.")
-    return int(chunk_size)
-
-
 def _positions_valid(lengths, size):
     """Bool [B, size]: position < length, or None when there are no lengths."""
     if lengths is None:
@@ -211,8 +192,10 @@ def linear(
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
-    _refuse(
+    contract.refuse(
         kind,
+        "kernelized attention has no score matrix to mask or bias; use a softmax kind such as "
+        "'flash' for it",
         bias=bias,
         mask=mask,
         local_window_size=local_window_size,
@@ -223,7 +206,7 @@ def linear(
     phi = resolve_feature_map(
         kind, feature_map, dims.head_dim, seq_len=max(dims.q_len, dims.kv_len), scale=scale
     )
-    chunk_size = _check_chunk(kind, chunk_size)
+    chunk_size = contract.static_int(kind, "chunk_size", chunk_size)
     if not isinstance(is_causal, (bool, np.bool_)):
         raise ValueError(f"{kind}: is_causal must be a Python bool; got {is_causal!r}.")
     if is_causal and dims.q_len != dims.kv_len:

@@ -64,18 +64,9 @@ def local(
         query,
         key,
         value,
-        bias,
-        mask,
-        scale=scale,
-        is_causal=is_causal,
-        query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
         block_q=block_q,
         block_kv=block_kv,
+        **contract.forwarded(locals()),
     )
 
 
@@ -137,19 +128,10 @@ def block_sparse(
         query,
         key,
         value,
-        bias,
-        mask,
-        scale=scale,
-        is_causal=is_causal,
-        query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
         block_q=block_size,
         block_kv=block_size,
         layout=static_layout("block_sparse", layout),
+        **contract.forwarded(locals()),
     )
 
 
@@ -219,19 +201,10 @@ def longformer(
         query,
         key,
         value,
-        bias,
-        mask,
-        scale=scale,
-        is_causal=is_causal,
-        query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
         block_q=block_q,
         block_kv=block_kv,
         global_positions=_check_global_positions(global_positions, query.shape[1], key.shape[1]),
+        **contract.forwarded(locals()),
     )
 
 

@@ -17,6 +17,8 @@ their log-sum-exp (`combine.merge`), so no pass ever looks at a pair outside the
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,20 +34,12 @@ DEFAULT_BAND_BLOCK = 128
 def _check_params(pattern, stride, summary_size) -> tuple[int, int]:
     if pattern not in PATTERNS:
         raise ValueError(f"strided: pattern must be one of {PATTERNS}; got {pattern!r}.")
-    if isinstance(stride, (bool, np.bool_)) or not isinstance(stride, (int, np.integer)):
-        raise ValueError(f"strided: stride must be a positive int (static); got {stride!r}.")
-    if stride < 1:
-        raise ValueError(f"strided: stride must be >= 1; got {stride}.")
+    stride = contract.static_int("strided", "stride", stride)
     if not isinstance(summary_size, (int, np.integer)) or not 1 <= summary_size <= stride:
         raise ValueError(
             f"strided: summary_size must be an int in [1, stride = {stride}]; got {summary_size!r}."
         )
     return int(stride), int(summary_size)
-
-
-def _refuse(name, value, why):
-    if value is not None:
-        raise ValueError(f"strided: {name} is not supported ({why}); got a value for it.")
 
 
 def _engine(
@@ -67,15 +61,12 @@ def _engine(
         query,
         key,
         value,
-        None,
-        mask,
+        mask=mask,
         scale=scale,
         is_causal=is_causal,
         query_seq_lengths=q_lengths,
         key_value_seq_lengths=kv_lengths,
         local_window_size=local_window_size,
-        query_segment_ids=None,
-        key_value_segment_ids=None,
         block_q=block,
         block_kv=block,
         return_lse=True,
@@ -147,11 +138,15 @@ def strided(
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
-    _refuse("bias", bias, "the passes reorder keys; use block_sparse for a biased pattern")
-    _refuse("mask", mask, "use dense or block_sparse with pattern_mask('strided', ...) & mask")
-    _refuse("local_window_size", local_window_size, "the window is the stride")
-    _refuse("query_segment_ids", query_segment_ids, "packed sequences would straddle strides")
-    _refuse("key_value_segment_ids", key_value_segment_ids, "see query_segment_ids")
+    refuse = functools.partial(contract.refuse, "strided")
+    refuse("the passes reorder keys; use block_sparse for a biased pattern", bias=bias)
+    refuse("use dense or block_sparse with pattern_mask('strided', ...) & mask", mask=mask)
+    refuse("the window is the stride", local_window_size=local_window_size)
+    refuse(
+        "packed sequences would straddle strides",
+        query_segment_ids=query_segment_ids,
+        key_value_segment_ids=key_value_segment_ids,
+    )
     if stride is None:
         raise ValueError("strided: stride is required, e.g. stride=128 (about sqrt(seq_len)).")
     stride, summary_size = _check_params(pattern, stride, summary_size)

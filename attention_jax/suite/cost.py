@@ -59,24 +59,14 @@ def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
 
 
 def _layer(kind: KindSpec, d_model: int, num_heads: int, max_len: int):
-    rngs = nnx.Rngs(0)
-    if kind.moe_attention:
-        return layers.MoEAttention(
-            d_model,
-            num_heads,
-            **kind.moe_attention,
-            kind=kind.attention,
-            kind_params=kind.kind_params,
-            rngs=rngs,
-        )
-    return layers.MultiHeadAttention(
-        d_model,
-        num_heads,
+    config = layers.AttentionConfig(
+        num_heads=num_heads,
         kind=kind.attention,
         kind_params=kind.kind_params,
         max_len=max_len,
-        rngs=rngs,
+        moe_attention=kind.moe_attention,
     )
+    return layers.make_attention(d_model, config, rngs=nnx.Rngs(0))
 
 
 def length_sweep(

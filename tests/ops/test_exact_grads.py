@@ -1,105 +1,20 @@
-"""Gradients of the exact ops: flash vs dense vs jax.nn, and vs float64 finite differences."""
+"""Gradients of dense and flash: bfloat16, fully masked rows, float64 finite differences."""
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attention_jax import ops
 
-from .reference import attention_np, jax_nn_attention, random_masking, random_qkv, valid_rows
+from .cases import assert_grads_close, attention_grads, draw_case
+from .reference import attention_np, jax_nn_attention, random_qkv, valid_rows
 
-# Seen: float32 jax.nn gradients differ from float64 ones by <= 7e-6 at these sizes.
-GRAD_TOL = dict(atol=5e-5, rtol=5e-5)
 # Directional derivatives: float32 gradients against float64 central differences.
 FD_TOL = dict(atol=1e-5, rtol=1e-4)
 # bfloat16 gradients vs float32 ones, as a relative L2 error: jax.nn in bfloat16 is at ~3e-3.
 BF16_GRAD_REL = 1e-2
-
-FLASH_KINDS = [
-    pytest.param(dict(block_q=16, block_kv=8), id="flash-16x8"),
-    pytest.param({}, id="flash-default"),
-]
-
-GRAD_CASES = [
-    pytest.param(shape, forms, id=name)
-    for name, shape, forms in [
-        ("causal", (2, 37, 53, 8, 2, 32), ("causal",)),
-        ("window", (2, 37, 53, 8, 2, 32), ("window",)),
-        ("lengths", (2, 37, 53, 8, 2, 32), ("q_lengths", "kv_lengths")),
-        ("MQA_H80_causal_T-gt-S", (2, 53, 37, 8, 1, 80), ("causal",)),
-        ("MHA_H64_segments_mask", (2, 37, 53, 8, 8, 64), ("segments", "mask_B1TS")),
-        ("bias_BNTS", (2, 37, 53, 8, 2, 32), ("bias", "causal")),
-        ("bias_1NTS", (2, 37, 53, 8, 2, 32), ("bias_1NTS", "kv_lengths")),
-        ("bias_B1TS", (2, 37, 53, 8, 2, 32), ("bias_B1TS", "window_int", "scale")),
-    ]
-]
-
-
-@functools.partial(jax.jit, static_argnames=("op", "fixed"))
-def _grads(q, k, v, ct, bias, arrays, *, op, fixed):
-    def loss(q, k, v, bias):
-        return jnp.sum(op(q, k, v, bias, **arrays, **dict(fixed)).astype(jnp.float32) * ct)
-
-    argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
-    return jax.grad(loss, argnums)(q, k, v, bias)
-
-
-def attention_grads(op, q, k, v, ct, bias=None, **kwargs):
-    """d/dq, d/dk, d/dv (and d/dbias) of sum(op(...) * ct) as float64 NumPy arrays.
-
-    One compiled program, with the array arguments traced: eager, every primitive would compile
-    on its own. It is cached per op, shapes and fixed arguments, so within a process the dense
-    gradients of a case compile once for every test that uses them. test_transforms checks
-    jit(grad) against the eager gradient.
-    """
-    arrays = {name: x for name, x in kwargs.items() if isinstance(x, jax.Array)}
-    fixed = tuple(sorted((name, x) for name, x in kwargs.items() if name not in arrays))
-    grads = _grads(q, k, v, ct, bias, arrays, op=op, fixed=fixed)
-    return [np.asarray(g, np.float64) for g in grads]
-
-
-def draw_case(shape, forms, seed=0):
-    """q, k, v, masking kwargs and a random cotangent [B, T, N, H]."""
-    B, T, S, N, K, H = shape
-    q, k, v = random_qkv(seed, *shape)
-    kwargs = random_masking(seed + 1, forms, B, T, S, N)
-    ct = jnp.asarray(np.random.default_rng(seed + 2).standard_normal((B, T, N, H)), jnp.float32)
-    return q, k, v, kwargs, ct
-
-
-def assert_grads_close(actual, expected):
-    """Compares gradient lists entry by entry, naming the argument on failure."""
-    assert len(actual) == len(expected)
-    for name, a, e in zip(("query", "key", "value", "bias"), actual, expected, strict=False):
-        assert a.shape == e.shape, name
-        np.testing.assert_allclose(a, e, err_msg=f"d/d{name}", **GRAD_TOL)
-
-
-@pytest.mark.parametrize("flash_kw", FLASH_KINDS)
-@pytest.mark.parametrize("shape, forms", GRAD_CASES)
-def test_flash_grads_match_dense(shape, forms, flash_kw):
-    """Flash gradients equal dense ones, fully masked rows included."""
-    q, k, v, kwargs, ct = draw_case(shape, forms)
-    flash = functools.partial(ops.flash, **flash_kw)
-    assert_grads_close(
-        attention_grads(flash, q, k, v, ct, **kwargs),
-        attention_grads(ops.dense, q, k, v, ct, **kwargs),
-    )
-
-
-@pytest.mark.parametrize("shape, forms", GRAD_CASES)
-def test_dense_grads_match_jax_nn(shape, forms):
-    """Dense gradients equal jax.nn's when rows without an allowed key get zero cotangent."""
-    q, k, v, kwargs, ct = draw_case(shape, forms)
-    # jax.nn gives fully masked rows a uniform average; zero cotangent there removes them.
-    ct = ct * valid_rows(q, k, **kwargs)[..., None]
-    grads = attention_grads(ops.dense, q, k, v, ct, **kwargs)
-    assert_grads_close(grads, attention_grads(jax_nn_attention, q, k, v, ct, **kwargs))
-    if "bias" in kwargs:
-        assert grads[3].shape == kwargs["bias"].shape
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Feature maps as objects: each map's feature count and kernel phi(q).phi(k), the errors of
 `ops.feature_map`, and a user-defined map in the parallel and recurrent forms of linear attention
-against a float64 NumPy reference."""
+against a float64 NumPy reference; `ops.favor_projection`'s blocks and the FAVOR+ estimator's
+error against dense attention."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 from attention_jax import ops
 
 from .linear_reference import linear_attention_np
+from .reference import random_qkv
 
 F32_TOL = dict(atol=1e-5, rtol=1e-5)
 H = 4
@@ -195,3 +197,66 @@ def test_user_map_decodes_step_by_step():
     assert phi.name == "SquaredRelu"
     with pytest.raises(ValueError, match="'SquaredRelu' has no logit scale"):
         ops.linear(q, k, v, feature_map=phi, scale=0.5)
+
+
+# --- FAVOR+ estimator --------------------------------------------------------------------------
+
+
+def _favor_inputs(seed):
+    """q, k of moderate norm (|x| ~ 2 for H = 16) so the estimator's variance is modest."""
+    q, k, v = random_qkv(seed, 2, 32, 32, 2, 2, 16)
+    return q * 0.5, k * 0.5, v
+
+
+def _favor_errors(q, k, v, num_features, seeds, orthogonal=True):
+    """Mean |performer - dense| for one projection favor_projection(key(seed)) per seed."""
+    exact = ops.dense(q, k, v)
+
+    def error(key):
+        P = ops.favor_projection(key, num_features, 16, orthogonal=orthogonal)
+        return jnp.mean(jnp.abs(ops.performer(q, k, v, projection=P) - exact))
+
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    return np.asarray(jax.jit(jax.vmap(error))(keys))
+
+
+def test_favor_error_shrinks_with_more_features():
+    """Mean |performer - dense| falls as features grow 16 -> 256 -> 4096 (6 projections);
+    Monte Carlo error ~ 1/sqrt(m); each 16x step cuts it ~2.6-3x over 8 input seeds here."""
+    q, k, v = _favor_inputs(0)
+    errors = [_favor_errors(q, k, v, m, range(6)).mean() for m in (16, 256, 4096)]
+    assert errors[0] > 2 * errors[1] > 4 * errors[2], errors
+
+
+@pytest.mark.parametrize("num_features", [16, 64])
+def test_favor_orthogonal_features_beat_iid(num_features):
+    """At equal feature count, orthogonal projections give a lower mean error than iid ones.
+
+    The gain is ~5-15% here, so average over 30 projections: with 10 the noise is ~5% and an
+    unlucky seed range can invert the order. Checked over 8 other input and projection seed
+    ranges: orthogonal / iid error ratio 0.86-0.97.
+    """
+    q, k, v = _favor_inputs(1)
+    seeds = range(100, 130)
+    ortho = _favor_errors(q, k, v, num_features, seeds, orthogonal=True).mean()
+    iid = _favor_errors(q, k, v, num_features, seeds, orthogonal=False).mean()
+    assert ortho < iid, (ortho, iid)
+
+
+def test_favor_projection_rows_are_orthogonal_within_blocks():
+    """Rows come in blocks of H mutually orthogonal directions; iid rows are not orthogonal."""
+    H, m = 8, 28
+    draw = jax.jit(ops.favor_projection, static_argnums=(1, 2), static_argnames="orthogonal")
+    P = np.asarray(draw(jax.random.key(3), m, H), np.float64)
+    assert P.shape == (m, H)
+    for start in range(0, m, H):
+        block = P[start : start + H]
+        gram = block @ block.T
+        off = gram - np.diag(np.diag(gram))
+        np.testing.assert_allclose(off, 0.0, atol=1e-5 * np.diag(gram).max())
+    iid = np.asarray(draw(jax.random.key(3), H, H, orthogonal=False))
+    gram = iid @ iid.T
+    assert np.abs(gram - np.diag(np.diag(gram))).max() > 0.1
+    # Row norms are chi(H)-distributed, as for Gaussian rows: E|w|^2 = H.
+    big = np.asarray(draw(jax.random.key(4), 4096, H), np.float64)
+    assert abs(np.mean(np.sum(big**2, axis=1)) - H) < 0.5

@@ -1,5 +1,5 @@
-"""Kernelized ("linear") attention kinds and Linformer against float64 quadratic-form references:
-outputs, gradients, recurrent decoding, the FAVOR+ estimator, errors, transforms and memory."""
+"""Kernelized ("linear") attention kinds against float64 quadratic-form references: outputs,
+gradients, errors, transforms and memory."""
 
 import functools
 
@@ -13,20 +13,16 @@ from jax.test_util import check_grads
 
 from attention_jax import ops
 
+from .linear_cases import F32_TOL, FAVOR_FEATURES, KINDS, _lengths_as_arrays, _q, make_case
 from .linear_reference import (
-    cosformer_np,
-    elu_np,
     favor_np,
     linear_attention_jnp,
     linear_attention_np,
-    linformer_np,
     random_inputs,
-    relu_np,
     taylor_np,
 )
-from .reference import attention_np, random_qkv
+from .reference import random_qkv
 
-F32_TOL = dict(atol=1e-4, rtol=1e-4)
 BF16_TOL = dict(atol=3e-2, rtol=3e-2)
 GRAD_TOL = dict(atol=1e-4, rtol=1e-4)
 # Every new shape compiles afresh, so keep the example count modest.
@@ -36,46 +32,7 @@ SETTINGS = settings(max_examples=10, deadline=None)
 # computes is the same up to rounding), which about halves the compile. The fixed-shape tests
 # below compile at the default level.
 FAST_COMPILE = dict(compiler_options={"xla_backend_optimization_level": 0})
-KINDS = ["elu", "relu", "taylor", "cosformer", "favor"]
 CHUNKS = [1, 3, 7, 16, 64]
-FAVOR_FEATURES = 32
-
-
-def make_case(kind, H, seq_len, seed, extra_len=0, orthogonal=True):
-    """(op, ref_phi, jnp_phi, step_map) for kind: op(q, k, v, **kw) is the library call,
-    ref_phi the float64 NumPy feature map, jnp_phi its JAX transcription, step_map the
-    feature_map argument for linear / linear_step."""
-    if kind in ("elu", "relu"):
-        fn = dict(elu=elu_np, relu=relu_np)[kind]
-        return (
-            functools.partial(ops.linear, feature_map=kind),
-            fn,
-            functools.partial(fn, xp=jnp),
-            kind,
-        )
-    if kind == "taylor":
-        return (
-            ops.based,
-            taylor_np,
-            functools.partial(taylor_np, xp=jnp),
-            "taylor",
-        )
-    if kind == "cosformer":
-        M = seq_len + extra_len
-        return (
-            functools.partial(ops.cosformer, max_len=M),
-            functools.partial(cosformer_np, max_len=M),
-            functools.partial(cosformer_np, max_len=M, xp=jnp),
-            ops.feature_map("cosformer", max_len=M),
-        )
-    assert kind == "favor"
-    P = ops.favor_projection(jax.random.key(seed), FAVOR_FEATURES, H, orthogonal=orthogonal)
-    return (
-        functools.partial(ops.performer, projection=P),
-        functools.partial(favor_np, projection=np.asarray(P)),
-        functools.partial(favor_np, projection=P, xp=jnp),
-        ops.feature_map("favor", projection=P),
-    )
 
 
 @st.composite
@@ -97,12 +54,6 @@ def problems(draw):
         kw["query_seq_lengths"] = draw(st.lists(st.integers(0, T), min_size=B, max_size=B))
     extra_len = draw(st.sampled_from([0, 5]))
     return (B, T, S, N, K, H, Hv), kw, extra_len, draw(st.integers(0, 2**31 - 1))
-
-
-def _lengths_as_arrays(kw):
-    return {
-        name: jnp.asarray(x, jnp.int32) if name.endswith("lengths") else x for name, x in kw.items()
-    }
 
 
 def _check_forward(kind, problem, dtype, tol):
@@ -256,173 +207,9 @@ def test_grads_float32_equal_quadratic_form(kind, is_causal):
         np.testing.assert_allclose(g, w, **GRAD_TOL)
 
 
-# --- recurrent decoding ------------------------------------------------------------------------
-
-DECODE_SHAPE = (2, 13, 13, 4, 2, 6, 5)  # B, T, S, N, K, H, Hv
-
-
-def _decode_inputs(kind):
-    B, T, _, N, K, H, Hv = DECODE_SHAPE
-    q, k, v = (jnp.asarray(x, jnp.float32) for x in random_inputs(11, *DECODE_SHAPE))
-    op, ref_phi, _, step_map = make_case(kind, H, T, 11, extra_len=4)
-    state = ops.linear_state_init(B, K, H, feature_map=step_map, value_dim=Hv)
-    return q, k, v, op, ref_phi, step_map, state
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_step_by_step_decoding_equals_parallel_causal(kind):
-    """linear_step token by token (eagerly, under jit, and in a jitted lax.scan) equals the
-    causal parallel form and the reference, with GQA."""
-    q, k, v, op, ref_phi, step_map, state0 = _decode_inputs(kind)
-    state, outs = state0, []
-    for t in range(q.shape[1]):
-        out_t, state = ops.linear_step(state, q[:, t], k[:, t], v[:, t], feature_map=step_map)
-        outs.append(out_t)
-    stepped = jnp.stack(outs, axis=1)
-    np.testing.assert_array_equal(state.position, q.shape[1])
-
-    parallel = jax.jit(
-        lambda q, k, v: ops.linear(q, k, v, is_causal=True, feature_map=step_map, chunk_size=4)
-    )(q, k, v)
-    np.testing.assert_allclose(stepped, parallel, **F32_TOL)
-    np.testing.assert_allclose(
-        parallel, jax.jit(lambda q, k, v: op(q, k, v, is_causal=True))(q, k, v), **F32_TOL
-    )
-    np.testing.assert_allclose(
-        stepped, linear_attention_np(q, k, v, ref_phi, is_causal=True), **F32_TOL
-    )
-
-    step = jax.jit(functools.partial(ops.linear_step, feature_map=step_map))
-    out_0, state_1 = step(state0, q[:, 0], k[:, 0], v[:, 0])
-    np.testing.assert_allclose(out_0, stepped[:, 0], **F32_TOL)
-    np.testing.assert_array_equal(state_1.position, 1)
-
-    @jax.jit
-    def scanned(state, q, k, v):
-        def body(state, xs):
-            out_t, state = ops.linear_step(state, *xs, feature_map=step_map)
-            return state, out_t
-
-        xs = tuple(jnp.moveaxis(x, 1, 0) for x in (q, k, v))
-        state, outs = jax.lax.scan(body, state, xs)
-        return jnp.moveaxis(outs, 0, 1), state
-
-    out, final = scanned(state0, q, k, v)
-    np.testing.assert_allclose(out, stepped, **F32_TOL)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **F32_TOL), final, state)
-
-
-# --- FAVOR+ estimator --------------------------------------------------------------------------
-
-
-def _favor_inputs(seed):
-    """q, k of moderate norm (|x| ~ 2 for H = 16) so the estimator's variance is modest."""
-    q, k, v = random_qkv(seed, 2, 32, 32, 2, 2, 16)
-    return q * 0.5, k * 0.5, v
-
-
-def _favor_errors(q, k, v, num_features, seeds, orthogonal=True):
-    """Mean |performer - dense| for one projection favor_projection(key(seed)) per seed."""
-    exact = ops.dense(q, k, v)
-
-    def error(key):
-        P = ops.favor_projection(key, num_features, 16, orthogonal=orthogonal)
-        return jnp.mean(jnp.abs(ops.performer(q, k, v, projection=P) - exact))
-
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
-    return np.asarray(jax.jit(jax.vmap(error))(keys))
-
-
-def test_favor_error_shrinks_with_more_features():
-    """Mean |performer - dense| falls as features grow 16 -> 256 -> 4096 (6 projections);
-    Monte Carlo error ~ 1/sqrt(m); each 16x step cuts it ~2.6-3x over 8 input seeds here."""
-    q, k, v = _favor_inputs(0)
-    errors = [_favor_errors(q, k, v, m, range(6)).mean() for m in (16, 256, 4096)]
-    assert errors[0] > 2 * errors[1] > 4 * errors[2], errors
-
-
-@pytest.mark.parametrize("num_features", [16, 64])
-def test_favor_orthogonal_features_beat_iid(num_features):
-    """At equal feature count, orthogonal projections give a lower mean error than iid ones.
-
-    The gain is ~5-15% here, so average over 30 projections: with 10 the noise is ~5% and an
-    unlucky seed range can invert the order. Checked over 8 other input and projection seed
-    ranges: orthogonal / iid error ratio 0.86-0.97.
-    """
-    q, k, v = _favor_inputs(1)
-    seeds = range(100, 130)
-    ortho = _favor_errors(q, k, v, num_features, seeds, orthogonal=True).mean()
-    iid = _favor_errors(q, k, v, num_features, seeds, orthogonal=False).mean()
-    assert ortho < iid, (ortho, iid)
-
-
-def test_favor_projection_rows_are_orthogonal_within_blocks():
-    """Rows come in blocks of H mutually orthogonal directions; iid rows are not orthogonal."""
-    H, m = 8, 28
-    draw = jax.jit(ops.favor_projection, static_argnums=(1, 2), static_argnames="orthogonal")
-    P = np.asarray(draw(jax.random.key(3), m, H), np.float64)
-    assert P.shape == (m, H)
-    for start in range(0, m, H):
-        block = P[start : start + H]
-        gram = block @ block.T
-        off = gram - np.diag(np.diag(gram))
-        np.testing.assert_allclose(off, 0.0, atol=1e-5 * np.diag(gram).max())
-    iid = np.asarray(draw(jax.random.key(3), H, H, orthogonal=False))
-    gram = iid @ iid.T
-    assert np.abs(gram - np.diag(np.diag(gram))).max() > 0.1
-    # Row norms are chi(H)-distributed, as for Gaussian rows: E|w|^2 = H.
-    big = np.asarray(draw(jax.random.key(4), 4096, H), np.float64)
-    assert abs(np.mean(np.sum(big**2, axis=1)) - H) < 0.5
-
-
-# --- Linformer ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "shape, kv_lengths, q_lengths, shared",
-    [
-        pytest.param((2, 17, 23, 4, 2, 8, 8), [23, 9], None, False, id="gqa-kv-lengths"),
-        pytest.param((2, 5, 12, 4, 1, 4, 6), [0, 12], [5, 2], False, id="mqa-both-lengths"),
-        pytest.param((1, 30, 30, 4, 4, 8, 8), None, None, True, id="shared-projection"),
-    ],
-)
-def test_linformer_equals_reference(shape, kv_lengths, q_lengths, shared):
-    """linformer with explicit E, F (and lengths) equals the float64 Linformer formula."""
-    B, T, S, N, K, H, Hv = shape
-    q, k, v = random_inputs(12, *shape)
-    E = ops.linformer_projection(jax.random.key(1), 7, S)
-    F = None if shared else ops.linformer_projection(jax.random.key(2), 7, S)
-    masking = {}
-    if kv_lengths is not None:
-        masking["key_value_seq_lengths"] = kv_lengths
-    if q_lengths is not None:
-        masking["query_seq_lengths"] = q_lengths
-    out = ops.linformer(
-        *(jnp.asarray(x, jnp.float32) for x in (q, k, v)),
-        key_projection=E,
-        value_projection=F,
-        **_lengths_as_arrays(masking),
-    )
-    assert out.shape == (B, T, N, Hv)
-    want = linformer_np(q, k, v, np.asarray(E), None if F is None else np.asarray(F), **masking)
-    np.testing.assert_allclose(out, want, **F32_TOL)
-
-
-def test_linformer_with_identity_projection_is_softmax_attention():
-    """E = F = I: Linformer is plain softmax attention."""
-    q, k, v = random_qkv(13, 2, 6, 10, 4, 2, 8)
-    eye = jnp.eye(10)
-    out = ops.linformer(q, k, v, key_projection=eye, value_projection=eye)
-    np.testing.assert_allclose(out, attention_np(q, k, v), **F32_TOL)
-
-
 # --- errors ------------------------------------------------------------------------------------
 
 _LINEAR_KINDS = ["linear", "performer", "based", "cosformer", "linformer"]
-
-
-def _q(T=8):
-    return jnp.ones((1, T, 2, 8))
 
 
 @pytest.mark.parametrize("kind", _LINEAR_KINDS)
@@ -438,9 +225,6 @@ def test_mask_and_bias_are_refused(kind, argument):
 @pytest.mark.parametrize(
     "call, match",
     [
-        pytest.param(
-            lambda q: ops.linformer(q, q, q, is_causal=True), "is_causal", id="linformer-causal"
-        ),
         pytest.param(
             lambda q: ops.linear(q, q, q, is_causal=True, chunk_size=0),
             "chunk_size",

@@ -1,21 +1,16 @@
-"""Bad input to the exact-softmax ops raises a ValueError that names what was wrong."""
+"""The op contract (ops/contract.py): bad input raises a ValueError that names what was wrong,
+every op takes the whole contract, and sizes are checked one way."""
+
+import inspect
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from attention_jax import ops
+from attention_jax.ops import contract
 
-from .reference import random_qkv
-
-B, T, S, N, K, H = 2, 5, 7, 4, 2, 8
-
-
-def _call(op, **overrides):
-    """Calls op on valid inputs with some arguments replaced or added."""
-    q, k, v = random_qkv(0, B, T, S, N, K, H)
-    kwargs = dict(query=q, key=k, value=v) | overrides
-    return op(kwargs.pop("query"), kwargs.pop("key"), kwargs.pop("value"), **kwargs)
+from .cases import B, H, K, N, S, T, _call
 
 
 def _zeros(shape, dtype=jnp.float32):
@@ -125,36 +120,34 @@ def test_bad_input_raises(kind, overrides, match):
         _call(ops.get(kind), **overrides)
 
 
-@pytest.mark.parametrize(
-    "block",
-    [
-        pytest.param(dict(block_q=0), id="block_q_0"),
-        pytest.param(dict(block_kv=-8), id="block_kv_negative"),
-        pytest.param(dict(block_q=True), id="block_q_bool"),
-    ],
-)
-def test_flash_bad_block_sizes(block):
-    """Flash block sizes must be positive."""
-    with pytest.raises(ValueError, match=next(iter(block))):
-        _call(ops.flash, **block)
-
-
-@pytest.mark.parametrize(
-    "call",
-    [
-        pytest.param(lambda: ops.get("no_such_kind"), id="get"),
-        pytest.param(lambda: _call(ops.attention, kind="no_such_kind"), id="attention"),
-    ],
-)
-def test_unknown_kind_lists_valid_names(call):
-    """An unknown kind names itself and the valid kinds."""
-    with pytest.raises(ValueError, match="no_such_kind") as error:
-        call()
-    assert "dense" in str(error.value) and "flash" in str(error.value)
-
-
 @pytest.mark.parametrize("kind", ["dense", "flash"])
 def test_base_call_is_valid(kind):
     """The base call is valid, so each error above comes from its override."""
     out = _call(ops.get(kind))
     assert out.shape == (B, T, N, H) and np.isfinite(np.asarray(out)).all()
+
+
+def test_every_registered_op_takes_the_whole_contract():
+    # Ops built on another pass the contract on with contract.forwarded(locals()), which picks
+    # these names: an op missing one would silently drop that argument. The soft cap is the
+    # one optional argument: a kind takes it or not (the layer reads which from the signature).
+    for name in ops.names():
+        parameters = inspect.signature(ops.get(name)).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            continue
+        required = [a for a in contract.CONTRACT_ARGUMENTS if a != "logits_soft_cap"]
+        missing = [a for a in required if a not in parameters]
+        assert not missing, (name, missing)
+
+
+@pytest.mark.parametrize(
+    "value, minimum, ok",
+    [(3, 1, True), (np.int64(2), 1, True), (0, 0, True), (0, 1, False), (True, 1, False)]
+    + [(2.0, 1, False), ("2", 1, False), (np.bool_(True), 0, False), (-1, 0, False)],
+)
+def test_static_int_takes_only_integers_at_or_above_the_minimum(value, minimum, ok):
+    if ok:
+        assert contract.static_int("k", "n", value, minimum) == int(value)
+    else:
+        with pytest.raises(ValueError, match=r"k: n must be (a positive integer|an integer >=)"):
+            contract.static_int("k", "n", value, minimum)

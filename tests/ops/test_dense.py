@@ -1,5 +1,4 @@
-"""dense has two engines: a fused one (output only) and `return_weights=True`, which keeps the
-weights. Both give the same values and derivatives, in reverse and in forward mode."""
+"""dense alone: its two engines, its weights and its gradients, against float64 NumPy and jax.nn."""
 
 import functools
 
@@ -10,7 +9,18 @@ import pytest
 
 from attention_jax import ops
 
-from .reference import attention_np, random_masking, random_qkv, valid_rows
+from .cases import BF16_TOL, F32_TOL, GRAD_CASES, assert_grads_close, attention_grads, draw_case
+from .reference import (
+    attention_np,
+    jax_nn_attention,
+    random_masking,
+    random_qkv,
+    valid_rows,
+    weights_np,
+)
+
+# dense has two engines: a fused one (output only) and `return_weights=True`, which keeps the
+# weights. Both give the same values and derivatives, in reverse and in forward mode.
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 
@@ -119,3 +129,43 @@ def test_forward_mode_is_the_transpose_of_reverse_mode(shape, forms, cap, with_w
     np.testing.assert_allclose(forward, reverse, rtol=1e-4, atol=1e-4)
     masking = {n: x for n, x in kwargs.items() if n not in ("bias", "logits_soft_cap")}
     np.testing.assert_array_equal(np.asarray(d_out)[~valid_rows(q, k, **masking)], 0.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(
+    "forms",
+    [
+        pytest.param(("causal", "bias"), id="causal+bias"),
+        pytest.param(("segments", "kv_lengths", "mask"), id="segments+kv_lengths+mask"),
+    ],
+)
+def test_dense_return_weights(dtype, forms):
+    """Weights: float32 [B, N, T, S], rows sum to 1 (0 if fully masked), weights @ v = out."""
+    B, T, S, N, K, H = 2, 19, 23, 4, 2, 16
+    q, k, v = random_qkv(0, B, T, S, N, K, H, dtype=dtype)
+    kwargs = random_masking(1, forms, B, T, S, N)
+    out, weights = ops.dense(q, k, v, **kwargs, return_weights=True)
+    assert weights.shape == (B, N, T, S) and weights.dtype == jnp.float32
+    tol = F32_TOL if dtype == jnp.float32 else BF16_TOL
+    np.testing.assert_allclose(out.astype(jnp.float32), ops.dense(q, k, v, **kwargs), **tol)
+    weights = np.asarray(weights, np.float64)
+    np.testing.assert_allclose(weights, weights_np(q, k, **kwargs), **tol)
+    valid_BNT = valid_rows(q, k, **kwargs).transpose(0, 2, 1)
+    np.testing.assert_allclose(weights.sum(-1), valid_BNT.astype(np.float64), **tol)
+    np.testing.assert_array_equal(weights[~valid_BNT], 0.0)
+    v_BSNH = np.repeat(np.asarray(v, np.float64), N // K, axis=2)
+    np.testing.assert_allclose(
+        np.einsum("bnts,bsnh->btnh", weights, v_BSNH), np.asarray(out, np.float64), **tol
+    )
+
+
+@pytest.mark.parametrize("shape, forms", GRAD_CASES)
+def test_dense_grads_match_jax_nn(shape, forms):
+    """Dense gradients equal jax.nn's when rows without an allowed key get zero cotangent."""
+    q, k, v, kwargs, ct = draw_case(shape, forms)
+    # jax.nn gives fully masked rows a uniform average; zero cotangent there removes them.
+    ct = ct * valid_rows(q, k, **kwargs)[..., None]
+    grads = attention_grads(ops.dense, q, k, v, ct, **kwargs)
+    assert_grads_close(grads, attention_grads(jax_nn_attention, q, k, v, ct, **kwargs))
+    if "bias" in kwargs:
+        assert grads[3].shape == kwargs["bias"].shape
