@@ -17,7 +17,8 @@ The argument after the colon names the suite:
 Other settings are flags: --config.seeds='(0,1,2)', --config.data_dir=/data/tfds.
 
 Every kind on a task gets the task's model size, steps, optimizer and data; only the attention
-differs (and the rate of a kind whose spec sets `learning_rate_scale`: SwitchHead's, see KINDS). The CPU tasks are sized so that their answers are decisive on two cores: exact
+differs (and the rate of a kind whose spec sets `learning_rate_scale`: SwitchHead's, see
+KINDS). The CPU tasks are sized so that their answers are decisive on two cores: exact
 attention learns MQAR (64, 4) within the budget for every seed tried, so a kind that does not
 is short of recall, not of steps.
 """
