@@ -4,14 +4,17 @@ out = ops.attention(q, k, v, kind='flash', is_causal=True)
 """
 
 from attention_jax.ops.bigbird import bigbird, bigbird_layout
+from attention_jax.ops.decayed_linear import DecayState, decay_state_init, decay_step
 from attention_jax.ops.dense import dense
 from attention_jax.ops.feature_maps import FeatureMap, favor_projection, feature_map
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
+from attention_jax.ops.gla import gla
 from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, linear, performer
 from attention_jax.ops.linear_recurrent import LinearState, linear_state_init, linear_step
 from attention_jax.ops.linformer import linformer, linformer_projection
+from attention_jax.ops.mamba2 import mamba2
 from attention_jax.ops.maps import attention_map
 from attention_jax.ops.registry import (
     DEFAULT_KIND,
@@ -24,11 +27,13 @@ from attention_jax.ops.registry import (
     register,
     unregister,
 )
+from attention_jax.ops.retnet import retnet, retnet_decays
 from attention_jax.ops.sparse import block_sparse, local, longformer
 from attention_jax.ops.strided import strided
 
 __all__ = [
     "DEFAULT_KIND",
+    "DecayState",
     "Decoding",
     "FeatureMap",
     "Kind",
@@ -41,12 +46,15 @@ __all__ = [
     "bigbird_layout",
     "block_sparse",
     "cosformer",
+    "decay_state_init",
+    "decay_step",
     "dense",
     "favor_projection",
     "feature_map",
     "flash",
     "flax_attention_fn",
     "get",
+    "gla",
     "kind",
     "linear",
     "linear_state_init",
@@ -55,11 +63,14 @@ __all__ = [
     "linformer_projection",
     "local",
     "longformer",
+    "mamba2",
     "names",
     "names_in_order",
     "pattern_mask",
     "performer",
     "register",
+    "retnet",
+    "retnet_decays",
     "strided",
     "unregister",
 ]
