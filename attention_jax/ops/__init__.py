@@ -5,10 +5,13 @@ out = ops.attention(q, k, v, kind='flash', is_causal=True)
 
 from attention_jax.ops.bigbird import bigbird, bigbird_layout
 from attention_jax.ops.decayed_linear import DecayState, decay_state_init, decay_step
+from attention_jax.ops.delta_rule import DeltaState, delta_state_init, delta_step
+from attention_jax.ops.deltanet import deltanet
 from attention_jax.ops.dense import dense
 from attention_jax.ops.feature_maps import FeatureMap, favor_projection, feature_map
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
+from attention_jax.ops.gated_deltanet import gated_deltanet
 from attention_jax.ops.gla import gla
 from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, linear, performer
@@ -34,6 +37,7 @@ from attention_jax.ops.strided import strided
 __all__ = [
     "DEFAULT_KIND",
     "DecayState",
+    "DeltaState",
     "Decoding",
     "FeatureMap",
     "Kind",
@@ -48,11 +52,15 @@ __all__ = [
     "cosformer",
     "decay_state_init",
     "decay_step",
+    "delta_state_init",
+    "delta_step",
+    "deltanet",
     "dense",
     "favor_projection",
     "feature_map",
     "flash",
     "flax_attention_fn",
+    "gated_deltanet",
     "get",
     "gla",
     "kind",

@@ -40,3 +40,27 @@ def mamba2_multiplier(log_decay, N, Hk, xp=np):
     """log_decay [B, T, K] as [B, T, N, Hk]."""
     g = gla_multiplier(log_decay[..., None], N, xp)
     return xp.broadcast_to(g, (*g.shape[:3], Hk))
+
+
+def delta_rule_np(q, k, v, beta, alpha, scale, xp=np):
+    """o_t = scale * q_t^T S_t with S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
+    per kv head, read by the query heads of its group.
+
+    q [B, T, N, Hk], k [B, T, K, Hk], v [B, T, K, Hv], beta and alpha [B, T, K].
+    """
+    if xp is np:
+        q, k, v, beta, alpha = (np.asarray(x, np.float64) for x in (q, k, v, beta, alpha))
+    B, T, N, Hk = q.shape
+    K, Hv = k.shape[2], v.shape[-1]
+    eye = xp.eye(Hk, dtype=q.dtype)
+    state = xp.zeros((B, K, Hk, Hv), q.dtype)
+    outs = []
+    for t in range(T):
+        kt, vt = k[:, t], v[:, t]  # [B, K, H]
+        bt, at = beta[:, t, :, None, None], alpha[:, t, :, None, None]
+        erase = eye - bt * kt[..., :, None] * kt[..., None, :]
+        state = at * xp.einsum("bkij,bkjv->bkiv", erase, state)
+        state = state + bt * kt[..., :, None] * vt[..., None, :]
+        qt = q[:, t].reshape(B, K, N // K, Hk)
+        outs.append(scale * xp.einsum("bkgh,bkhv->bkgv", qt, state).reshape(B, N, Hv))
+    return xp.stack(outs, axis=1)
