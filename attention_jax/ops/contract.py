@@ -51,6 +51,15 @@ def static_int(owner: str, name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def concrete_values(x) -> np.ndarray | None:
+    """x as a NumPy array when its values are known (not traced), for range checks; else None.
+
+    Checked in NumPy: jnp operations on a concrete array inside a jitted function are staged,
+    so their result could not be branched on.
+    """
+    return None if isinstance(x, jax.core.Tracer) else np.asarray(x)
+
+
 def refuse(kind: str, why: str, **arguments) -> None:
     """Raises for the first of `arguments` that is given (not None): `kind` cannot honour it,
     because `why`."""

@@ -24,9 +24,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from attention_jax.ops import contract
+from attention_jax.ops import contract, recurrent_contract
 from attention_jax.ops.carry import varying_like
 
 DEFAULT_CHUNK = 64
@@ -155,79 +156,23 @@ def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, g_BKDTE, chunk: int, scale) -> jax.Array
     return jnp.moveaxis(out, 0, 3).reshape(B, K, G, T + pad, Hv)[:, :, :, :T]
 
 
-def decayed_attention(
-    kind: str,
-    query,
-    key,
-    value,
-    log_decay,
-    *,
-    chunk_size: int,
-    scale=None,
-    is_causal: bool = False,
-    query_seq_lengths=None,
-    key_value_seq_lengths=None,
-    bias=None,
-    mask=None,
-    local_window_size=None,
-    query_segment_ids=None,
-    key_value_segment_ids=None,
-    logits_soft_cap=None,
-) -> jax.Array:
+def decayed_attention(kind: str, query, key, value, log_decay, **arguments) -> jax.Array:
     """The op contract around `_chunkwise`, for a kind whose gates are already in log space.
 
     Args:
       kind: the name used in error messages.
       query, key, value: [B, T, N, Hk], [B, T, K, Hk], [B, T, K, Hv].
       log_decay: float [B|1, K, D, T, E] (D = 1 or G, E = 1 or Hk), each <= 0.
-      chunk_size: tokens per chunk (T need not be a multiple).
-      The rest: the contract's; only is_causal=True, scale and the lengths are supported.
+      arguments: chunk_size and the contract's (`recurrent_contract.prepare`).
     """
-    contract.refuse(
-        kind,
-        "a decaying linear attention has no score matrix to mask, bias or cap",
-        bias=bias,
-        mask=mask,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
-    )
-    if is_causal is not True:
-        raise ValueError(
-            f"{kind}: only is_causal=True is supported: the state carries the past, never the "
-            "future. Use a bidirectional kind (dense, linear) for an encoder."
-        )
-    dims = contract.check_qkv(kind, query, key, value)
-    if dims.q_len != dims.kv_len:
-        raise ValueError(
-            f"{kind}: causal self-attention needs q_len == kv_len; got {dims.q_len}, {dims.kv_len}."
-        )
-    chunk = contract.static_int(kind, "chunk_size", chunk_size)
-    scale = contract.check_scale(kind, scale, dims.head_dim)
-    q_lengths = contract.check_lengths(kind, "query_seq_lengths", query_seq_lengths, dims.batch)
-    kv_lengths = contract.check_lengths(
-        kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch
-    )
-    query, key, value = contract.zero_padding(query, key, value, q_lengths, kv_lengths)
-    acc = contract.accumulation_dtype(query.dtype)
-    g = log_decay.astype(acc)
-    if kv_lengths is not None:
-        # Past its length a sequence's state is frozen: its padding neither adds nor decays.
-        live_B111T1 = (jnp.arange(dims.kv_len) < kv_lengths[:, None])[:, None, None, :, None]
-        g = jnp.where(live_B111T1, g, 0.0)
+    call = recurrent_contract.prepare(kind, query, key, value, **arguments)
+    acc = call.q_BKGTH.dtype
+    # Past its length a sequence's state is frozen: its padding neither adds nor decays.
+    g_BTKDE = call.frozen_past_length(jnp.moveaxis(log_decay.astype(acc), 3, 1))
     out = _chunkwise(
-        contract.heads_major_query(query, dims.num_kv_heads).astype(acc),
-        contract.heads_major_kv(key).astype(acc),
-        contract.heads_major_kv(value).astype(acc),
-        g,
-        chunk,
-        scale,
+        call.q_BKGTH, call.k_BKTH, call.v_BKTV, jnp.moveaxis(g_BTKDE, 1, 3), call.chunk, call.scale
     )
-    if q_lengths is not None:
-        live = jnp.arange(dims.q_len)[None, :] < q_lengths[:, None]
-        out = jnp.where(live[:, None, None, :, None], out, 0.0)
-    return contract.seq_major_output(out).astype(query.dtype)
+    return call.output(out)
 
 
 def check_log_decay(kind: str, name: str, log_decay, want: tuple[int, ...]) -> jax.Array:
@@ -238,9 +183,10 @@ def check_log_decay(kind: str, name: str, log_decay, want: tuple[int, ...]) -> j
             f"{kind}: {name} must be a float array of shape {list(want)}; got shape "
             f"{log_decay.shape} and dtype {log_decay.dtype}."
         )
-    if not isinstance(log_decay, jax.core.Tracer) and bool(jnp.any(log_decay > 0)):
+    values = contract.concrete_values(log_decay)
+    if values is not None and np.any(values > 0):
         raise ValueError(
             f"{kind}: {name} must be <= 0 (a decay exp({name}) in (0, 1]); got a maximum of "
-            f"{float(jnp.max(log_decay))}."
+            f"{float(np.max(values))}."
         )
     return log_decay

@@ -27,9 +27,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from attention_jax.ops import contract
+from attention_jax.ops import contract, recurrent_contract
 from attention_jax.ops.carry import varying_like
 from attention_jax.ops.decayed_linear import check_log_decay
 
@@ -157,93 +158,40 @@ def check_beta(kind: str, beta, want: tuple[int, ...]) -> jax.Array:
             f"{kind}: beta must be a float array of shape {list(want)}; got shape {beta.shape} "
             f"and dtype {beta.dtype}."
         )
-    if not isinstance(beta, jax.core.Tracer) and bool(jnp.any((beta < 0) | (beta > 1))):
+    values = contract.concrete_values(beta)
+    if values is not None and np.any((values < 0) | (values > 1)):
         raise ValueError(
             f"{kind}: beta must lie in [0, 1] (the layer takes a sigmoid); got values in "
-            f"[{float(jnp.min(beta))}, {float(jnp.max(beta))}]."
+            f"[{float(np.min(values))}, {float(np.max(values))}]."
         )
     return beta
 
 
-def delta_rule_attention(
-    kind: str,
-    query,
-    key,
-    value,
-    beta,
-    log_decay=None,
-    *,
-    chunk_size: int,
-    scale=None,
-    is_causal: bool = False,
-    query_seq_lengths=None,
-    key_value_seq_lengths=None,
-    bias=None,
-    mask=None,
-    local_window_size=None,
-    query_segment_ids=None,
-    key_value_segment_ids=None,
-    logits_soft_cap=None,
-) -> jax.Array:
-    """The op contract around `_chunkwise`: checks, lengths, layout.
+def delta_rule_attention(kind: str, query, key, value, beta, log_decay=None, **arguments):
+    """The op contract around `_chunkwise`.
 
     Args:
       kind: the name used in error messages.
       query, key, value: [B, T, N, Hk], [B, T, K, Hk], [B, T, K, Hv].
       beta: [B, T, K] in [0, 1]; log_decay: [B, T, K] <= 0, or None for no decay.
-      chunk_size: tokens per chunk (T need not be a multiple).
-      The rest: the contract's; only is_causal=True, scale and the lengths are supported.
+      arguments: chunk_size and the contract's (`recurrent_contract.prepare`).
     """
-    contract.refuse(
-        kind,
-        "the delta rule has no score matrix to mask, bias or cap",
-        bias=bias,
-        mask=mask,
-        local_window_size=local_window_size,
-        query_segment_ids=query_segment_ids,
-        key_value_segment_ids=key_value_segment_ids,
-        logits_soft_cap=logits_soft_cap,
-    )
-    if is_causal is not True:
-        raise ValueError(
-            f"{kind}: only is_causal=True is supported: the state carries the past, never the "
-            "future. Use a bidirectional kind (dense, linear) for an encoder."
-        )
-    dims = contract.check_qkv(kind, query, key, value)
-    if dims.q_len != dims.kv_len:
-        raise ValueError(
-            f"{kind}: causal self-attention needs q_len == kv_len; got {dims.q_len}, {dims.kv_len}."
-        )
+    call = recurrent_contract.prepare(kind, query, key, value, **arguments)
+    dims, acc = call.dims, call.q_BKGTH.dtype
     want = (dims.batch, dims.kv_len, dims.num_kv_heads)
-    beta = check_beta(kind, beta, want)
-    g = (
-        jnp.zeros(want)
-        if log_decay is None
-        else check_log_decay(kind, "log_decay", log_decay, want)
-    )
-    chunk = contract.static_int(kind, "chunk_size", chunk_size)
-    scale = contract.check_scale(kind, scale, dims.head_dim)
-    q_lengths = contract.check_lengths(kind, "query_seq_lengths", query_seq_lengths, dims.batch)
-    kv_lengths = contract.check_lengths(
-        kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch
-    )
-    query, key, value = contract.zero_padding(query, key, value, q_lengths, kv_lengths)
-    acc = contract.accumulation_dtype(query.dtype)
-    beta, g = beta.astype(acc), g.astype(acc)
-    if kv_lengths is not None:
-        # Past its length a sequence's state is frozen: its padding neither writes nor decays.
-        live_BT1 = (jnp.arange(dims.kv_len) < kv_lengths[:, None])[..., None]
-        beta, g = jnp.where(live_BT1, beta, 0.0), jnp.where(live_BT1, g, 0.0)
+    beta = check_beta(kind, beta, want).astype(acc)
+    g = jnp.zeros(want, acc)
+    if log_decay is not None:
+        g = check_log_decay(kind, "log_decay", log_decay, want).astype(acc)
+    # Past its length a sequence's state is frozen: its padding neither writes nor decays.
+    beta, g = call.frozen_past_length(beta), call.frozen_past_length(g)
     out = _chunkwise(
-        contract.heads_major_query(query, dims.num_kv_heads).astype(acc),
-        contract.heads_major_kv(key).astype(acc),
-        contract.heads_major_kv(value).astype(acc),
+        call.q_BKGTH,
+        call.k_BKTH,
+        call.v_BKTV,
         beta.transpose(0, 2, 1),
         g.transpose(0, 2, 1),
-        chunk,
-        scale,
+        call.chunk,
+        call.scale,
     )
-    if q_lengths is not None:
-        live = jnp.arange(dims.q_len)[None, :] < q_lengths[:, None]
-        out = jnp.where(live[:, None, None, :, None], out, 0.0)
-    return contract.seq_major_output(out).astype(query.dtype)
+    return call.output(out)

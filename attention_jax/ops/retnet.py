@@ -59,8 +59,9 @@ def retnet(
             f"retnet: decay must be a float array of shape [num_heads] = [{N}]; got shape "
             f"{gamma.shape} and dtype {gamma.dtype}."
         )
-    if not isinstance(gamma, jax.core.Tracer) and not bool(jnp.all((gamma > 0) & (gamma <= 1))):
-        raise ValueError(f"retnet: decay must lie in (0, 1]; got {gamma}.")
+    values = contract.concrete_values(gamma)
+    if values is not None and not np.all((values > 0) & (values <= 1)):
+        raise ValueError(f"retnet: decay must lie in (0, 1]; got {values}.")
     log_gamma = jnp.log(gamma.astype(contract.accumulation_dtype(query.dtype)))
     log_decay = jnp.broadcast_to(
         log_gamma.reshape(1, K, N // K, 1, 1), (1, K, N // K, dims.q_len, 1)

@@ -160,3 +160,11 @@ def test_bad_arguments_are_refused(kind, change, match):
     q, k, v, gates, _ = _inputs(kind)
     with pytest.raises(ValueError, match=match):
         getattr(ops, kind)(q, k, v, **{"is_causal": True, **gates, **change})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gates_closed_over_by_a_jitted_function_are_checked_without_tracing_errors(kind):
+    # Concrete gates captured by a jitted function are checked in NumPy at trace time.
+    q, k, v, gates, multiplier = _inputs(kind)
+    got = jax.jit(lambda q, k, v: getattr(ops, kind)(q, k, v, **gates, is_causal=True))(q, k, v)
+    np.testing.assert_allclose(got, ref.decayed_np(q, k, v, multiplier, 6**-0.5), **TOL)
