@@ -99,7 +99,8 @@ def _chunked(x, axis, chunk):
 
 
 def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, beta_BKT, g_BKT, chunk: int, scale) -> jax.Array:
-    """The causal outputs [B, K, G, T, Hv] of the (gated) delta rule, chunk by chunk."""
+    """The causal outputs [B, K, G, T, Hv] of the (gated) delta rule, chunk by chunk; g_BKT
+    None is no decay (DeltaNet), which skips the decay arithmetic."""
     B, K, G, T, Hk = q_BKGTH.shape
     Hv = v_BKTV.shape[-1]
     chunk = min(chunk, T)
@@ -116,32 +117,37 @@ def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, beta_BKT, g_BKT, chunk: int, scale) -> j
         _chunked(padded(k_BKTH, 2), 2, chunk),
         _chunked(padded(v_BKTV, 2), 2, chunk),
         _chunked(padded(beta_BKT, 2), 2, chunk),
-        _chunked(padded(g_BKT, 2), 2, chunk),
     )
+    if g_BKT is not None:
+        xs += (_chunked(padded(g_BKT, 2), 2, chunk),)
     causal_CC = jnp.tril(jnp.ones((chunk, chunk), bool))
     earlier_CC = jnp.tril(jnp.ones((chunk, chunk), bool), -1)
     eye_CC = jnp.eye(chunk, dtype=q_BKGTH.dtype)
 
     def one_chunk(kv_BKHV, xs):
-        q_BKGCH, k_BKCH, v_BKCV, beta_BKC, g_BKC = xs
-        b_BKC = jnp.cumsum(g_BKC, axis=-1)
-        between = b_BKC[..., :, None] - b_BKC[..., None, :]
-        gamma_BKCC = jnp.exp(jnp.where(causal_CC, between, -jnp.inf))
+        q_BKGCH, k_BKCH, v_BKCV, beta_BKC, *g = xs
+        if g:
+            b_BKC = jnp.cumsum(g[0], axis=-1)
+            between = b_BKC[..., :, None] - b_BKC[..., None, :]
+            gamma_BKCC = jnp.exp(jnp.where(causal_CC, between, -jnp.inf))
+            decay_BKC1, last_BK1 = jnp.exp(b_BKC)[..., None], b_BKC[..., -1:]
+        else:
+            gamma_BKCC, decay_BKC1, last_BK1 = causal_CC.astype(kv_BKHV.dtype), 1.0, None
         kk_BKCC = jnp.einsum("bkih,bkjh->bkij", k_BKCH, k_BKCH)
         system = eye_CC + jnp.where(earlier_CC, beta_BKC[..., None] * kk_BKCC * gamma_BKCC, 0.0)
-        decay_BKC1 = jnp.exp(b_BKC)[..., None]
         read_BKCV = decay_BKC1 * jnp.einsum("bkch,bkhv->bkcv", k_BKCH, kv_BKHV)
         rhs_BKCV = beta_BKC[..., None] * (v_BKCV - read_BKCV)
         u_BKCV = lax.linalg.triangular_solve(
             system, rhs_BKCV, left_side=True, lower=True, unit_diagonal=True
         )
-        scores = jnp.einsum("bkgih,bkjh->bkgij", q_BKGCH, k_BKCH) * gamma_BKCC[:, :, None]
+        scores = jnp.einsum("bkgih,bkjh->bkgij", q_BKGCH, k_BKCH) * gamma_BKCC[..., None, :, :]
         out = jnp.einsum("bkgij,bkjv->bkgiv", scores, u_BKCV)
-        out = out + decay_BKC1[:, :, None] * jnp.einsum("bkgch,bkhv->bkgcv", q_BKGCH, kv_BKHV)
-        last_BK1 = b_BKC[..., -1:]
-        decayed_k = k_BKCH * jnp.exp(last_BK1 - b_BKC)[..., None]
-        kv_BKHV = jnp.exp(last_BK1)[..., None] * kv_BKHV
-        kv_BKHV = kv_BKHV + jnp.einsum("bkch,bkcv->bkhv", decayed_k, u_BKCV)
+        from_state = jnp.einsum("bkgch,bkhv->bkgcv", q_BKGCH, kv_BKHV)
+        out = out + (from_state if last_BK1 is None else decay_BKC1[:, :, None] * from_state)
+        if last_BK1 is not None:
+            k_BKCH = k_BKCH * jnp.exp(last_BK1 - b_BKC)[..., None]
+            kv_BKHV = jnp.exp(last_BK1)[..., None] * kv_BKHV
+        kv_BKHV = kv_BKHV + jnp.einsum("bkch,bkcv->bkhv", k_BKCH, u_BKCV)
         return kv_BKHV, scale * out
 
     init = jnp.zeros((B, K, Hk, Hv), q_BKGTH.dtype)
@@ -179,19 +185,13 @@ def delta_rule_attention(kind: str, query, key, value, beta, log_decay=None, **a
     call = recurrent_contract.prepare(kind, query, key, value, **arguments)
     dims, acc = call.dims, call.q_BKGTH.dtype
     want = (dims.batch, dims.kv_len, dims.num_kv_heads)
-    beta = check_beta(kind, beta, want).astype(acc)
-    g = jnp.zeros(want, acc)
+    # Past its length a sequence's state is frozen: its padding neither writes nor decays.
+    beta = call.frozen_past_length(check_beta(kind, beta, want).astype(acc))
+    g = None
     if log_decay is not None:
         g = check_log_decay(kind, "log_decay", log_decay, want).astype(acc)
-    # Past its length a sequence's state is frozen: its padding neither writes nor decays.
-    beta, g = call.frozen_past_length(beta), call.frozen_past_length(g)
+        g = call.frozen_past_length(g).transpose(0, 2, 1)
     out = _chunkwise(
-        call.q_BKGTH,
-        call.k_BKTH,
-        call.v_BKTV,
-        beta.transpose(0, 2, 1),
-        g.transpose(0, 2, 1),
-        call.chunk,
-        call.scale,
+        call.q_BKGTH, call.k_BKTH, call.v_BKTV, beta.transpose(0, 2, 1), g, call.chunk, call.scale
     )
     return call.output(out)
