@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from attention_jax.ops import contract, recurrent_contract
-from attention_jax.ops.carry import varying_like
+from attention_jax.ops.carry import chunks_leading, varying_like
 
 DEFAULT_CHUNK = 64
 # Per-dimension decays build a [C, C, Hk] weight per chunk: smaller chunks keep it cheap.
@@ -101,12 +101,6 @@ def decay_step(
     return contract.seq_major_output(out).astype(query.dtype), DecayState(kv, state.position + T)
 
 
-def _chunked(x, axis, chunk):
-    """Splits `axis` (a multiple of chunk) into [num_chunks, ...] leading, for `lax.scan`."""
-    x = x.reshape(*x.shape[:axis], x.shape[axis] // chunk, chunk, *x.shape[axis + 1 :])
-    return jnp.moveaxis(x, axis, 0)
-
-
 def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, g_BKDTE, chunk: int, scale) -> jax.Array:
     """The causal outputs [B, K, G, T, Hv] of the decaying recurrence, chunk by chunk."""
     B, K, G, T, Hk = q_BKGTH.shape
@@ -114,17 +108,12 @@ def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, g_BKDTE, chunk: int, scale) -> jax.Array
     chunk = min(chunk, T)
     pad = -T % chunk
 
-    def padded(x, axis):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, pad)
-        return jnp.pad(x, widths)
-
     # Padded tokens decay nothing and add nothing; they come after every real one.
     xs = (
-        _chunked(padded(q_BKGTH, 3), 3, chunk),
-        _chunked(padded(k_BKTH, 2), 2, chunk),
-        _chunked(padded(v_BKTV, 2), 2, chunk),
-        _chunked(padded(g_BKDTE, 3), 3, chunk),
+        chunks_leading(q_BKGTH, 3, chunk),
+        chunks_leading(k_BKTH, 2, chunk),
+        chunks_leading(v_BKTV, 2, chunk),
+        chunks_leading(g_BKDTE, 3, chunk),
     )
     causal_CC = jnp.tril(jnp.ones((chunk, chunk), bool))
 

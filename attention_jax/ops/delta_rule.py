@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from attention_jax.ops import contract, recurrent_contract
-from attention_jax.ops.carry import varying_like
+from attention_jax.ops.carry import chunks_leading, varying_like
 from attention_jax.ops.decayed_linear import check_log_decay
 
 DEFAULT_CHUNK = 32
@@ -93,11 +93,6 @@ def delta_step(
     return contract.seq_major_output(out).astype(query.dtype), DeltaState(kv, state.position + T)
 
 
-def _chunked(x, axis, chunk):
-    x = x.reshape(*x.shape[:axis], x.shape[axis] // chunk, chunk, *x.shape[axis + 1 :])
-    return jnp.moveaxis(x, axis, 0)
-
-
 def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, beta_BKT, g_BKT, chunk: int, scale) -> jax.Array:
     """The causal outputs [B, K, G, T, Hv] of the (gated) delta rule, chunk by chunk; g_BKT
     None is no decay (DeltaNet), which skips the decay arithmetic."""
@@ -106,20 +101,15 @@ def _chunkwise(q_BKGTH, k_BKTH, v_BKTV, beta_BKT, g_BKT, chunk: int, scale) -> j
     chunk = min(chunk, T)
     pad = -T % chunk
 
-    def padded(x, axis):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, pad)
-        return jnp.pad(x, widths)
-
     # Padded tokens write nothing (beta = 0) and decay nothing; they come after every real one.
     xs = (
-        _chunked(padded(q_BKGTH, 3), 3, chunk),
-        _chunked(padded(k_BKTH, 2), 2, chunk),
-        _chunked(padded(v_BKTV, 2), 2, chunk),
-        _chunked(padded(beta_BKT, 2), 2, chunk),
+        chunks_leading(q_BKGTH, 3, chunk),
+        chunks_leading(k_BKTH, 2, chunk),
+        chunks_leading(v_BKTV, 2, chunk),
+        chunks_leading(beta_BKT, 2, chunk),
     )
     if g_BKT is not None:
-        xs += (_chunked(padded(g_BKT, 2), 2, chunk),)
+        xs += (chunks_leading(g_BKT, 2, chunk),)
     causal_CC = jnp.tril(jnp.ones((chunk, chunk), bool))
     earlier_CC = jnp.tril(jnp.ones((chunk, chunk), bool), -1)
     eye_CC = jnp.eye(chunk, dtype=q_BKGTH.dtype)

@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from attention_jax.ops import contract
-from attention_jax.ops.carry import varying_like
+from attention_jax.ops.carry import chunks_leading, varying_like
 from attention_jax.ops.feature_maps import (
     SCALED,
     FeatureMap,
@@ -63,12 +63,6 @@ def _bidirectional(fq_BKGTF, fk_BKSF, v_BKSV):
     return num, den
 
 
-def _chunk(x, axis, chunk):
-    """Splits `axis` (a multiple of chunk) into [num_chunks, ...] leading for `lax.scan`."""
-    x = x.reshape(*x.shape[:axis], x.shape[axis] // chunk, chunk, *x.shape[axis + 1 :])
-    return jnp.moveaxis(x, axis, 0)
-
-
 def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False, pairs=None):
     """Causal num and den: masked C x C blocks inside chunks, a scanned state across them.
 
@@ -89,21 +83,18 @@ def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False, pairs=No
     chunk = min(chunk, T)
     pad = -T % chunk
 
-    def pad_time(x, axis, value=0.0):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, pad)
-        return jnp.pad(x, widths, constant_values=value)
-
-    fq, v = pad_time(fq_BKGTF, 3), pad_time(v_BKSV, 2)
-    fk = pad_time(fk_BKSF, 2, -jnp.inf if log_keys else 0.0)
     lower = jnp.tril(jnp.ones((chunk, chunk), bool))
-    xs = [_chunk(fq, 3, chunk), _chunk(fk, 2, chunk), _chunk(v, 2, chunk)]
+    xs = [
+        chunks_leading(fq_BKGTF, 3, chunk),
+        chunks_leading(fk_BKSF, 2, chunk, -jnp.inf if log_keys else 0.0),
+        chunks_leading(v_BKSV, 2, chunk),
+    ]
     if pairs is not None:
         q_BKGTH, k_BKSH, kv_valid, kernel = pairs
         if kv_valid is None:
             kv_valid = jnp.ones((B, 1, T), bool)
-        xs += [_chunk(pad_time(x, a), a, chunk) for x, a in ((q_BKGTH, 3), (k_BKSH, 2))]
-        xs.append(_chunk(pad_time(kv_valid, 2, False), 2, chunk))
+        xs += [chunks_leading(q_BKGTH, 3, chunk), chunks_leading(k_BKSH, 2, chunk)]
+        xs.append(chunks_leading(kv_valid, 2, chunk, False))
 
     def block(fq_BKGcF, fk_BKcF, v_BKcV, *raw):
         """The chunk's own num and den (keys of this chunk, causally masked)."""
@@ -138,14 +129,14 @@ def _causal_chunkwise(fq_BKGTF, fk_BKSF, v_BKSV, chunk, log_keys=False, pairs=No
         norm_BKF = norm_BKF + fk_BKcF.sum(axis=2)
         return (state_BKFV, norm_BKF, shift_BK11), (num, den)
 
-    acc = fq.dtype
+    acc = fq_BKGTF.dtype
     # The shift starts at the first chunk's maximum (rescale exp(-inf - m) = 0 of a zero state).
     init = (
         jnp.zeros((B, K, F, Hv), acc),
         jnp.zeros((B, K, F), acc),
         jnp.full((B, K, 1, 1), -jnp.inf, acc),
     )
-    init = varying_like(init, fq, fk, v)
+    init = varying_like(init, *xs[:3])
     _, (num, den) = lax.scan(step, init, tuple(xs))
     # [chunks, B, K, G, C, ...] -> [B, K, G, T, ...]
     num = jnp.moveaxis(num, 0, 3).reshape(B, K, G, T + pad, Hv)[:, :, :, :T]
