@@ -24,9 +24,18 @@ PEERS: dict[str, Callable] = {"jax.nn": _jax_nn}
 
 
 def resolve(kind: str, params: Mapping | None = None) -> Callable:
-    """The op for a kind or peer name, with its parameters bound."""
+    """The op for a kind or peer name, with its parameters bound. A state-carrying kind gets
+    its gates from the keys (`ops.Gates.derive`), inside the measured function."""
     op = PEERS[kind] if kind in PEERS else ops.get(kind)
     params = dict(params or {})
+    gates = None if kind in PEERS else ops.kind(kind).gates
+    if gates is not None:
+
+        def gated(q, k, v, **kw):
+            k, derived = gates.derive(k)
+            return op(q, k, v, **derived, **params, **kw)
+
+        return gated
     return lambda q, k, v, **kw: op(q, k, v, **params, **kw)
 
 

@@ -79,6 +79,9 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> int:
             total += _size(eqn.invars[0].aval)
         elif name == "qr":
             total += _qr_flops(eqn.invars[0].aval.shape)
+        elif name == "triangular_solve":
+            # Substitution with an m x m triangle: m^2 multiply-adds per right-hand side.
+            total += _size(eqn.invars[1].aval) * eqn.invars[0].aval.shape[-1]
         elif name == "scan":
             total += eqn.params["length"] * jaxpr_flops(eqn.params["jaxpr"].jaxpr)
         elif name == "cond":

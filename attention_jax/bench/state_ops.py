@@ -1,9 +1,10 @@
 """Forward and forward+backward time of the state-carrying ops (retnet, gla, mamba2, deltanet,
 gated_deltanet) against causal `jax.nn.dot_product_attention`, as n grows.
 
-They are not registered kinds yet, so the cost harness (`experiments.cost`) cannot run them;
-this measures the ops directly, with gates drawn as a layer would give them (decays in
-[0.9, 1), unit keys for the delta rule, beta uniform in [0, 1)).
+The ops alone, with fixed gates drawn as a layer would give them (decays in [0.9, 1), unit keys
+for the delta rule, beta uniform in [0, 1)): the kernel's cost without the gate computation.
+`python -m experiments.cost --config=...:state` measures the same kinds through the cost
+harness, gates computed from the keys inside the measured function.
 """
 
 from __future__ import annotations

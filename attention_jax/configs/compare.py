@@ -9,6 +9,11 @@ The argument after the colon names the suite:
            cores.
   cpu      every kind on MQAR (64, 4) and a byte-level LM at 256 bytes, seeds 0 and 1: the
            README's table, about 30 minutes on 2 cores.
+  short_conv
+           the cpu suite's recall task, seeds 0 and 1, for the state-carrying kinds with and
+           without their short convolution, and linear attention with and without one: what
+           the convolution buys, next to what the state update does. Run it in the cpu suite's
+           workdir and it trains only the runs cpu did not.
   lra      ListOps 2K (LRA's tokenization), Text 4K (byte IMDb) and Image 1K (grayscale
            CIFAR-10) at LRA's sizes, 3 seeds: an accelerator's job (Text and Image download their
            TFDS datasets first).
@@ -28,8 +33,9 @@ import ml_collections
 from attention_jax.configs import image as image_config
 from attention_jax.configs import listops, lm_chars, mqar, text
 
-SUITES = ("tiny", "quick", "cpu", "lra", "zoology")
+SUITES = ("tiny", "quick", "cpu", "short_conv", "lra", "zoology")
 
+STATE_KINDS = ("retnet", "gla", "mamba2", "deltanet", "gated_deltanet")
 # Every kind at a setting for sequences of 64..4K; its label names it in the tables.
 KINDS = {
     "dense": {},
@@ -56,6 +62,12 @@ KINDS = {
         "moe_attention": {"num_experts": 4, "top_k": 2},
         "learning_rate_scale": 2.0,
     },
+    # The state-carrying kinds (causal only) with the width-4 causal convolution on q, k and v
+    # that Mamba-2, DeltaNet and Gated DeltaNet use; RetNet and GLA get it too, so the five
+    # differ only in how their state forgets and writes.
+    **{name: {"short_conv": 4} for name in STATE_KINDS},
+    # A hybrid as recent models build them: Gated DeltaNet and dense layers alternating.
+    "gated_deltanet_dense": {"attention": ("gated_deltanet", "dense"), "short_conv": 4},
 }
 # At LRA's lengths the blocks and windows grow with n.
 LONG_KIND_PARAMS = {
@@ -197,6 +209,15 @@ def _kinds(names, params: dict | None = None) -> dict:
     return kinds
 
 
+def _short_conv_ablation() -> dict:
+    """The state-carrying kinds with their convolution (as in cpu) and without, and linear
+    attention without (as in cpu) and with one, beside dense."""
+    kinds = _kinds(("dense", "linear", *STATE_KINDS))
+    kinds |= {f"{name}_no_conv": {"attention": name} for name in STATE_KINDS}
+    kinds["linear_conv"] = {**KINDS["linear"], "attention": "linear", "short_conv": 4}
+    return kinds
+
+
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     suite = arg.strip()
     if suite not in SUITES:
@@ -213,6 +234,12 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
         config.learning_rates = (3e-3, 1e-2)
         config.seeds = (0,)
         config.cost.update(seq_lens=(64, 128), repeats=1)
+    elif suite == "short_conv":
+        config.tasks = {"mqar_64_4": _mqar_64_4()}
+        config.kinds = _short_conv_ablation()
+        config.learning_rates = (3e-3,)
+        config.seeds = CPU_SEEDS
+        config.cost.update(seq_lens=(256, 512, 1024, 2048, 4096), d_model=64, num_heads=4)
     elif suite in ("quick", "cpu"):
         # quick is cpu's recall task at its first seed, reused if cpu follows in the same
         # workdir; each task sweeps its own rates (one each: the budget goes to seeds).

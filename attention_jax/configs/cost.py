@@ -16,6 +16,9 @@ The argument after the colon is a comma-separated list of options:
   linear  the kernelized kinds (linear with elu features, performer with 256 features,
           cosformer) beside jax.nn, up to n = 65536 with `full`; combine with `causal` for the
           chunkwise form.
+  state   the state-carrying kinds (retnet, gla, mamba2, deltanet, gated_deltanet), gates
+          derived from the keys, beside jax.nn; always causal (they have no other form), up to
+          n = 65536 with `full`.
   bf16    bfloat16 inputs.
   fwd     forward only.
   torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
@@ -23,7 +26,19 @@ The argument after the colon is a comma-separated list of options:
 
 import ml_collections
 
-_OPTIONS = ("small", "full", "causal", "window", "sparse", "linear", "bf16", "fwd", "torch")
+_OPTIONS = (
+    "small",
+    "full",
+    "causal",
+    "window",
+    "sparse",
+    "linear",
+    "state",
+    "bf16",
+    "fwd",
+    "torch",
+)
+STATE_KINDS = ("retnet", "gla", "mamba2", "deltanet", "gated_deltanet")
 LINEAR_KIND_PARAMS = {
     "linear": {"feature_map": "elu"},
     "performer": {"num_features": 256},
@@ -61,7 +76,7 @@ def parse_arg(arg: str) -> tuple[set[str], int]:
         raise ValueError("choose one of 'small' and 'full'.")
     if {"window", "torch"} <= options:
         raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
-    for pattern_option in ("sparse", "linear"):
+    for pattern_option in ("sparse", "linear", "state"):
         if {"window", pattern_option} <= options:
             raise ValueError(f"'{pattern_option}' kinds have their own pattern; drop 'window'.")
     return options, window
@@ -75,6 +90,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # flash too, for linear's n = 64K) to save time.
     if "linear" in options:
         config.kinds = ("jax.nn", *LINEAR_KIND_PARAMS)
+    elif "state" in options:
+        config.kinds = ("jax.nn", *STATE_KINDS)
     elif "sparse" in options:
         config.kinds = ("jax.nn", "flash")
     else:
@@ -84,14 +101,14 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.kinds += tuple(SPARSE_KIND_PARAMS) if "sparse" in options else ()
     config.baseline = "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
-    if full and "linear" in options:
+    if full and options & {"linear", "state"}:
         config.seq_lens += (65536,)
     config.batch = 1
     config.num_heads = 8
     config.num_kv_heads = 8
     config.head_dim = 64
     config.dtype = "bfloat16" if "bf16" in options else "float32"
-    config.is_causal = "causal" in options
+    config.is_causal = bool(options & {"causal", "state"})
     config.local_window_size = (window - 1, 0) if "window" in options else ()
     config.backward = "fwd" not in options
     config.warmup = 1

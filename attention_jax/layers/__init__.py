@@ -19,6 +19,8 @@ from attention_jax.layers.positional import (
     sinusoidal_positions,
 )
 from attention_jax.layers.random_features import FeatureProjection, RandomFeatures
+from attention_jax.layers.short_conv import ShortConvolution
+from attention_jax.layers.state_gates import StateGates
 
 __all__ = [
     "AdditiveAttention",
@@ -33,6 +35,8 @@ __all__ = [
     "MultiHeadAttention",
     "RandomFeatures",
     "RoutingStats",
+    "ShortConvolution",
+    "StateGates",
     "alibi_bias",
     "alibi_bias_at",
     "alibi_slopes",

@@ -1,8 +1,9 @@
 """Multi-head attention whose attention is any registered kind, chosen by one string.
 
 The module owns what the pure ops take as explicit arguments: projections, Performer features
-(redrawable), Linformer projections (learned) and the BigBird seed (fixed at init). Decoding
-caches (`init_cache`, then `decode=True`) are in `decoding.py`.
+(redrawable), Linformer projections (learned), the BigBird seed (fixed at init) and the gates
+of the state-carrying kinds (computed from the input, `state_gates.py`). Decoding caches
+(`init_cache`, then `decode=True`) are in `decoding.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from attention_jax import ops
 from attention_jax.layers import arguments, attention_config, decoding, positional
 from attention_jax.layers.attention_config import AttentionConfig
 from attention_jax.layers.random_features import RandomFeatures
+from attention_jax.layers.short_conv import ShortConvolution
+from attention_jax.layers.state_gates import StateGates
 from attention_jax.ops import contract
 from attention_jax.ops.linear import DEFAULT_FAVOR_FEATURES
 from attention_jax.ops.linformer import DEFAULT_PROJECTED_LEN
@@ -137,7 +140,7 @@ class MultiHeadAttention(nnx.Module):
       rngs: parameter (and dropout) randomness.
       options: `AttentionConfig` fields (kind, kind_params, num_kv_heads, head_dim, positions,
         max_len, dropout_rate, qk_norm, logits_soft_cap, redraw_every, lora_rank, record_maps,
-        use_bias), when `attention` is None.
+        use_bias, short_conv), when `attention` is None.
     """
 
     def __init__(
@@ -203,6 +206,20 @@ class MultiHeadAttention(nnx.Module):
             )
         self.lora = lora_adapters
         self.q_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
+        convolutions = None
+        if config.short_conv is not None:
+            widths = dict(query=num_heads, key=num_kv_heads, value=num_kv_heads)
+            convolutions = nnx.Dict(
+                {
+                    name: ShortConvolution(heads * head_dim, config.short_conv, **typed)
+                    for name, heads in widths.items()
+                }
+            )
+        self.short_conv = convolutions
+        gates = None
+        if record.gates is not None:
+            gates = StateGates(record.gates, in_features, num_kv_heads, head_dim, **typed)
+        self.gates = gates
         self.k_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
         # Without dropout no 'dropout' stream is needed (Linen's init passes only 'params').
         self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs if config.dropout_rate else None)
@@ -272,7 +289,14 @@ class MultiHeadAttention(nnx.Module):
                 f"{_long_decoders()}."
             )
         dtype = dtype or self.dtype or self.query.kernel.dtype
-        if how == "recurrent":
+        if self.short_conv is not None:
+            for convolution in self.short_conv.values():
+                convolution.init_cache(batch, dtype)
+        if how == "state":
+            state = self.record.state_init(
+                batch, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim
+            )
+        elif how == "recurrent":
             if self.record.takes_horizon and max_len > self.kind_params["max_len"]:
                 raise ValueError(
                     f"init_cache: {self.kind}'s horizon max_len={self.kind_params['max_len']} "
@@ -317,14 +341,15 @@ class MultiHeadAttention(nnx.Module):
             params["num_heads"] = self.num_heads
         return ops.pattern_mask(self.kind, size, size, **params)
 
-    def _decode(self, q, k, v):
-        """Attends new tokens q/k/v [B, T, ., H] to the decoding state and advances it."""
+    def _decode(self, q, k, v, gates):
+        """Attends new tokens q/k/v [B, T, ., H] to the decoding state and advances it;
+        `gates` are the state-carrying kinds' gates for those tokens."""
         if self.cache is None:
             raise ValueError("decode=True needs a decoding state: call init_cache(batch, max_len).")
         state = self.cache.get_value()
         T = q.shape[1]
         how = decoding.strategy(self.kind)
-        index = state.position[0] if how == "recurrent" else state.index
+        index = state.index if how in ("kv", "window") else state.position[0]
         if not isinstance(index, jax.core.Tracer) and int(index) + T > self.cache_max_len:
             raise ValueError(
                 f"decode: {int(index)} tokens cached + {T} new exceeds init_cache's max_len "
@@ -334,7 +359,11 @@ class MultiHeadAttention(nnx.Module):
             positions = index + jnp.arange(T)
             q, k = positional.apply_rope(q, positions), positional.apply_rope(k, positions)
         scale = self.kind_params.get("scale")
-        if how == "recurrent":
+        if how == "state":
+            takes = inspect.signature(self.record.state_step).parameters
+            fixed = {n: value for n, value in self.kind_params.items() if n in takes}
+            out, state = self.record.state_step(state, q, k, v, **{**fixed, **gates})
+        elif how == "recurrent":
             out, state = decoding.recurrent_attend(
                 state, q, k, v, feature_map=self._feature_map(), scale=scale
             )
@@ -405,10 +434,20 @@ class MultiHeadAttention(nnx.Module):
         context = x if context is None else context
         q = self._project("query", x)
         k, v = self._project("key", context), self._project("value", context)
+        if self.short_conv is not None:
+            q, k, v = (
+                self.short_conv[name](y.reshape(*y.shape[:2], -1), decode=decode).reshape(y.shape)
+                for name, y in (("query", q), ("key", k), ("value", v))
+            )
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        gates = {}
+        if self.gates is not None:
+            q, k, gates = self.gates(x, q, k)
         if decode:
-            out = self._decode(q, k, v)
+            out = self._decode(q, k, v, gates)
+            if self.gates is not None:
+                out = self.gates.normalize_output(out)
             return self._project("out", self.dropout(out, deterministic=deterministic))
         training = not (self.dropout.deterministic if deterministic is None else deterministic)
         T, S = q.shape[1], k.shape[1]
@@ -424,8 +463,11 @@ class MultiHeadAttention(nnx.Module):
             query_seq_lengths=query_seq_lengths,
             key_value_seq_lengths=key_value_seq_lengths,
             **self._variant_params(T, S, training),
+            **gates,
         )
         out = self.op(q, k, v, bias, mask, **masking)
+        if self.gates is not None:
+            out = self.gates.normalize_output(out)
         if self.record_maps:
             weights = ops.attention_map(self.kind, q, k, bias, mask, **masking)
             self.sow(nnx.Intermediate, "attention_weights", weights)

@@ -53,6 +53,8 @@ class AttentionConfig:
       record_maps: sow each call's attention map [B, N, T, S] as nnx.Intermediate
         'attention_weights' (an extra S-wide call, so off by default).
       use_bias: biases in the projections.
+      short_conv: a causal depthwise convolution of this width (then a SiLU) on q, k and v
+        after their projections, as Mamba, Based and Gated DeltaNet use (4); None for none.
       moe_attention: SwitchHead routing of the value and output projections
         ({'num_experts': E, 'top_k': k}, `MoEAttention`); empty for multi-head attention.
       owner: the name errors start with: the layer or config that builds this one.
@@ -72,6 +74,7 @@ class AttentionConfig:
     lora_rank: int | None = None
     record_maps: bool = False
     use_bias: bool = True
+    short_conv: int | None = None
     moe_attention: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     owner: dataclasses.InitVar[str] = "AttentionConfig"
 
@@ -80,6 +83,7 @@ class AttentionConfig:
         ints = {"num_heads": self.num_heads, "max_len": self.max_len}
         ints |= {"num_kv_heads": self.num_kv_heads, "head_dim": self.head_dim}
         ints |= {"lora_rank": self.lora_rank, "redraw_every": self.redraw_every}
+        ints |= {"short_conv": self.short_conv}
         for name, value in ints.items():
             if value is not None:
                 object.__setattr__(self, name, arguments.positive_int(owner, name, value))
@@ -136,6 +140,7 @@ class AttentionConfig:
             "redraw_every": self.redraw_every is not None,
             "dropout_rate": self.dropout_rate > 0,
             "record_maps": self.record_maps,
+            "short_conv": self.short_conv is not None,
             f"attention {[self.kind]}": not routable(self.kind),
         }
         chosen = [name for name, used in unsupported.items() if used]

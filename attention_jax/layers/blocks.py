@@ -187,6 +187,8 @@ class DecoderBlock(EncoderBlock):
                 positions=None,
                 redraw_every=config.redraw_every if drawn else None,
                 moe_attention={},
+                # Cross attention reads the whole encoder output and is never decoded.
+                short_conv=None,
                 owner=owner,
             )
             cross = make_attention(d_model, cross_config, **typed)

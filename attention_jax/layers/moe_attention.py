@@ -22,13 +22,15 @@ from attention_jax.layers import arguments, positional
 
 NAME = "MoEAttention"
 # Kinds whose op takes learned or random arrays owned by `MultiHeadAttention` (Linformer's
-# projections, Performer's features); routing them would need that state per expert.
+# projections, Performer's features) or gates it computes (the state-carrying kinds); routing
+# them would need that state per expert.
 _ARRAYS_A_LAYER_OWNS = (ops.OwnedState.RANDOM_FEATURES, ops.OwnedState.LEARNED_PROJECTIONS)
 
 
 def routable(kind: str) -> bool:
     """Whether MoEAttention can route `kind` (its op needs no arrays a layer owns)."""
-    return ops.kind(kind).owned_state not in _ARRAYS_A_LAYER_OWNS
+    record = ops.kind(kind)
+    return record.owned_state not in _ARRAYS_A_LAYER_OWNS and record.gates is None
 
 
 _NO_CACHE = (

@@ -98,6 +98,19 @@ def _not_taken(kind: str, names) -> list[str]:
     return [] if taken is None else sorted(set(names) - set(taken))
 
 
+def check_direction(cls_name: str, role: str, kinds, *, causal: bool) -> None:
+    """Raises unless every kind in `kinds` supports causal (decoder) or bidirectional
+    (encoder, cross attention) calls, naming the kinds that do."""
+    capable = "causal" if causal else "bidirectional"
+    wrong = [kind for kind in kinds if not getattr(ops.kind(kind), capable)]
+    if wrong:
+        able = [name for name in ops.names() if getattr(ops.kind(name), capable)]
+        raise ValueError(
+            f"{cls_name}: the {role} attends {'causally' if causal else 'both ways'}, which "
+            f"{wrong} cannot; use one of {able}."
+        )
+
+
 def _one_of(cls_name: str, field: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{cls_name}: {field} must be one of {tuple(valid)}; got {value!r}.")
@@ -113,6 +126,7 @@ SHARED_RANGES = {
     "dropout_rate": Range(0, 1),
     "logits_soft_cap": Range(0, open_low=True, optional=True),
     "lora_rank": POSITIVE_INT_OR_NONE,
+    "short_conv": POSITIVE_INT_OR_NONE,
 }
 
 
@@ -135,6 +149,9 @@ class TransformerConfig:
     qk_norm: bool = False
     logits_soft_cap: float | None = None
     lora_rank: int | None = None
+    # A causal depthwise convolution of this width on q, k and v of every self-attention layer
+    # (`AttentionConfig.short_conv`); None for none.
+    short_conv: int | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
     # Mixture-of-experts feed-forward layers; empty for none. Keys: num_experts (required),
@@ -289,6 +306,7 @@ class TransformerConfig:
             qk_norm=self.qk_norm,
             logits_soft_cap=self.logits_soft_cap,
             lora_rank=self.lora_rank,
+            short_conv=self.short_conv,
             moe_attention=self.moe_attention,
             owner=type(self).__name__,
         )
@@ -325,6 +343,7 @@ class ClassifierConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
+        check_direction("ClassifierConfig", "encoder", self.self_attention_kinds(), causal=False)
         sizes = ("vocab_size", "num_layers", "max_len", "num_classes")
         _check_family(self, sizes, {"pooling": POOLINGS})
 
@@ -342,6 +361,7 @@ class LanguageModelConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
+        check_direction("LanguageModelConfig", "decoder", self.self_attention_kinds(), causal=True)
         _check_family(self, ("vocab_size", "num_layers", "max_len"), {})
 
 
@@ -368,10 +388,11 @@ class EncoderDecoderConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         object.__setattr__(self, "decoder_attention", _frozen(self.decoder_attention))
-        self.layer_kinds(self.num_encoder_layers)
-        for kind in self.layer_kinds(self.num_decoder_layers, "decoder_attention"):
-            ops.get(kind)
-        ops.get(self.cross_attention_kind)
+        cls = "EncoderDecoderConfig"
+        check_direction(cls, "encoder", self.layer_kinds(self.num_encoder_layers), causal=False)
+        decoder = self.layer_kinds(self.num_decoder_layers, "decoder_attention")
+        check_direction(cls, "decoder", decoder, causal=True)
+        check_direction(cls, "cross attention", self.cross_attention_kinds(), causal=False)
         sizes = (
             "source_vocab_size",
             "target_vocab_size",
@@ -407,6 +428,7 @@ class ViTConfig(TransformerConfig):
     def __post_init__(self):
         super().__post_init__()
         self.layer_kinds(self.num_layers)
+        check_direction("ViTConfig", "encoder", self.self_attention_kinds(), causal=False)
         sizes = ("image_size", "patch_size", "channels", "num_layers", "num_classes")
         _check_family(self, sizes, {"pooling": POOLINGS})
         if self.image_size % self.patch_size:

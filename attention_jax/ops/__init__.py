@@ -12,6 +12,7 @@ from attention_jax.ops.feature_maps import FeatureMap, favor_projection, feature
 from attention_jax.ops.flash import flash
 from attention_jax.ops.flax_adapter import flax_attention_fn
 from attention_jax.ops.gated_deltanet import gated_deltanet
+from attention_jax.ops.gates import Decay, Gates
 from attention_jax.ops.gla import gla
 from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, linear, performer
@@ -36,10 +37,12 @@ from attention_jax.ops.strided import strided
 
 __all__ = [
     "DEFAULT_KIND",
+    "Decay",
     "DecayState",
     "DeltaState",
     "Decoding",
     "FeatureMap",
+    "Gates",
     "Kind",
     "OwnedState",
     "LinearState",

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from attention_jax.ops.gates import Gates
+
 
 class Decoding(enum.Enum):
     """How a kind decodes token by token (`MultiHeadAttention.init_cache`, decode=True)."""
@@ -32,6 +34,7 @@ class Decoding(enum.Enum):
     KV = "kv"  # a cache of every past key and value
     WINDOW = "window"  # a ring buffer of the last local_window_size[0] keys and values
     RECURRENT = "recurrent"  # a fixed-size state: phi(K)^T V and its normaliser
+    STATE = "state"  # a fixed-size state advanced by the kind's own state_step (gated kinds)
     NONE = "none"  # no causal, incremental form
 
 
@@ -55,12 +58,21 @@ class Kind:
       time_exponent: the theoretical p of time ~ n^p at fixed parameters, set beside the
         measured exponent in the comparison tables.
       causal: whether `is_causal=True` is supported.
+      bidirectional: whether `is_causal=False` is supported (False for the state-carrying
+        kinds, whose state holds only the past: decoders only).
       decoding: its token-by-token form (`Decoding`).
       no_decoding_reason: why not, for Decoding.NONE.
       pattern_in_decoding: a KV-cache kind that masks the cache with its [max_len, max_len]
         pattern (sparse kinds); False for kinds that see every cached key.
       window_in_decoding: a KV-cache or window kind whose `local_window_size` limits the keys a
         decoded token sees (for pattern kinds the pattern carries the window instead).
+      state_init: for Decoding.STATE, (batch, num_heads, num_kv_heads, head_dim, value_dim)
+        -> an empty state.
+      state_step: for Decoding.STATE, (state, q, k, v, *, scale, **gates) -> (out, state),
+        advancing the state through the new tokens q [B, T, N, Hk], k [B, T, K, Hk],
+        v [B, T, K, Hv] with the op's own gate arguments for those tokens.
+      gates: what the op takes beside q, k and v that a layer computes from its input
+        (`ops.Gates`), or None.
       feature_map: the recurrent form's feature map name; None takes it from the kind's
         `feature_map` parameter (as `linear` does), default elu.
       defaults: parameters a layer starts from when the config gives none.
@@ -75,7 +87,11 @@ class Kind:
     pattern: Callable[..., np.ndarray]
     time_exponent: float
     causal: bool = True
+    bidirectional: bool = True
     decoding: Decoding = Decoding.KV
+    state_init: Callable | None = None
+    state_step: Callable | None = None
+    gates: Gates | None = None
     no_decoding_reason: str = ""
     pattern_in_decoding: bool = False
     window_in_decoding: bool = False
@@ -98,6 +114,16 @@ class Kind:
             raise ValueError(f"Kind {self.name!r}: say why it cannot decode (no_decoding_reason).")
         if self.decoding is not Decoding.NONE and not self.causal:
             raise ValueError(f"Kind {self.name!r}: decoding needs a causal form (causal=True).")
+        if not (self.causal or self.bidirectional):
+            raise ValueError(f"Kind {self.name!r}: it must support causal or bidirectional calls.")
+        stepped = self.state_init is not None and self.state_step is not None
+        if (self.decoding is Decoding.STATE) != stepped:
+            raise ValueError(
+                f"Kind {self.name!r}: give state_init and state_step exactly when decoding is "
+                "Decoding.STATE."
+            )
+        if self.gates is not None and not isinstance(self.gates, Gates):
+            raise ValueError(f"Kind {self.name!r}: gates must be an ops.Gates; got {self.gates!r}.")
         if not self.time_exponent > 0:
             raise ValueError(
                 f"Kind {self.name!r}: time_exponent must be positive; got {self.time_exponent!r}."

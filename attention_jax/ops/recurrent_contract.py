@@ -51,6 +51,19 @@ class RecurrentCall:
         return contract.seq_major_output(out_BKGTV).astype(self.dtype)
 
 
+def check_output_scale(kind: str, scale, head_dim: int):
+    """The output scale: Hk^-1/2 unless given; a concrete one must be > 0, since with no
+    normaliser 0 silently zeroes the output and a negative one flips its sign."""
+    scale = contract.check_scale(kind, scale, head_dim)
+    value = contract.concrete_values(scale)
+    if value is not None and not value > 0:
+        raise ValueError(
+            f"{kind}: scale must be > 0 (the output is scale * q^T S, with no normaliser); "
+            f"got {float(value)}."
+        )
+    return scale
+
+
 def prepare(
     kind: str,
     query,
@@ -91,7 +104,7 @@ def prepare(
             f"{kind}: causal self-attention needs q_len == kv_len; got {dims.q_len}, {dims.kv_len}."
         )
     chunk = contract.static_int(kind, "chunk_size", chunk_size)
-    scale = contract.check_scale(kind, scale, dims.head_dim)
+    scale = check_output_scale(kind, scale, dims.head_dim)
     q_lengths = contract.check_lengths(kind, "query_seq_lengths", query_seq_lengths, dims.batch)
     kv_lengths = contract.check_lengths(
         kind, "key_value_seq_lengths", key_value_seq_lengths, dims.batch

@@ -7,13 +7,19 @@ from collections.abc import Callable
 
 import numpy as np
 
-from attention_jax.ops import sparse
+from attention_jax.ops import sparse, state_decoding
 from attention_jax.ops.bigbird import bigbird, bigbird_pattern
+from attention_jax.ops.deltanet import deltanet
 from attention_jax.ops.dense import dense
 from attention_jax.ops.flash import flash
+from attention_jax.ops.gated_deltanet import gated_deltanet
+from attention_jax.ops.gates import Decay, Gates
+from attention_jax.ops.gla import gla
 from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, every_pair_pattern, linear, performer
 from attention_jax.ops.linformer import linformer
+from attention_jax.ops.mamba2 import mamba2
+from attention_jax.ops.retnet import retnet
 from attention_jax.ops.strided import strided, strided_pattern
 
 _KINDS: dict[str, Kind] = {}
@@ -183,6 +189,61 @@ for _record in (
         decoding=Decoding.NONE,
         no_decoding_reason=_NO_STATE_TO_CARRY,
         owned_state=OwnedState.LEARNED_PROJECTIONS,
+    ),
+):
+    register(_record)
+
+
+def _state_kind(name, op, init, step, gates) -> Kind:
+    """A state-carrying kind: causal only, linear time, decoded by its own step."""
+    return Kind(
+        name,
+        op,
+        every_pair_pattern,
+        1.0,
+        bidirectional=False,
+        decoding=Decoding.STATE,
+        state_init=init,
+        state_step=step,
+        gates=gates,
+    )
+
+
+for _record in (
+    _state_kind(
+        "retnet",
+        retnet,
+        state_decoding.retnet_init,
+        state_decoding.retnet_step,
+        Gates(decay=Decay.FIXED),
+    ),
+    _state_kind(
+        "gla",
+        gla,
+        state_decoding.shared_decay_init,
+        state_decoding.gla_step,
+        Gates(decay=Decay.PER_DIMENSION),
+    ),
+    _state_kind(
+        "mamba2",
+        mamba2,
+        state_decoding.shared_decay_init,
+        state_decoding.mamba2_step,
+        Gates(decay=Decay.PER_HEAD, step_scales_key=True),
+    ),
+    _state_kind(
+        "deltanet",
+        deltanet,
+        state_decoding.delta_init,
+        state_decoding.deltanet_step,
+        Gates(beta=True, unit_norm_qk=True),
+    ),
+    _state_kind(
+        "gated_deltanet",
+        gated_deltanet,
+        state_decoding.delta_init,
+        state_decoding.gated_deltanet_step,
+        Gates(decay=Decay.PER_HEAD, beta=True, unit_norm_qk=True),
     ),
 ):
     register(_record)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attention_jax import layers, models
+from attention_jax import layers, models, ops
 from attention_jax.bench import flops, measure, scaling
 from attention_jax.suite.plan import KindSpec
 from attention_jax.train import config as config_lib
@@ -58,15 +58,27 @@ def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
     }
 
 
-def _layer(kind: KindSpec, d_model: int, num_heads: int, max_len: int):
-    config = layers.AttentionConfig(
-        num_heads=num_heads,
-        kind=kind.attention,
-        kind_params=kind.kind_params,
-        max_len=max_len,
-        moe_attention=kind.moe_attention,
+def _layers(kind: KindSpec, d_model: int, num_heads: int, max_len: int):
+    """One attention layer per distinct kind of the spec (two for a hybrid)."""
+    return nnx.List(
+        [
+            layers.make_attention(
+                d_model,
+                layers.AttentionConfig(
+                    num_heads=num_heads,
+                    kind=name,
+                    kind_params=kind.kind_params.get(name, kind.kind_params)
+                    if len(kind.kinds) > 1
+                    else kind.kind_params,
+                    max_len=max_len,
+                    moe_attention=kind.moe_attention,
+                    short_conv=kind.short_conv,
+                ),
+                rngs=nnx.Rngs(0),
+            )
+            for name in kind.kinds
+        ]
     )
-    return layers.make_attention(d_model, config, rngs=nnx.Rngs(0))
 
 
 def length_sweep(
@@ -78,16 +90,20 @@ def length_sweep(
     batch: int = 1,
     repeats: int = 3,
 ) -> list[dict[str, float]]:
-    """One bidirectional self-attention layer of `kind` (projections included) at every n.
+    """One self-attention layer of `kind` (projections included) at every n: bidirectional,
+    or causal for a kind with no bidirectional form; a hybrid's layers one after the other.
 
     Returns, per n: forward and forward+backward seconds, forward+backward bytes and forward
     FLOPs. The backward pass differentiates both the input and the layer's parameters.
     """
-    layer = _layer(kind, d_model, num_heads, max(seq_lens))
-    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+    stack = _layers(kind, d_model, num_heads, max(seq_lens))
+    causal = not all(ops.kind(name).bidirectional for name in kind.kinds)
+    graphdef, params, rest = nnx.split(stack, nnx.Param, ...)
 
     def forward(params, x):
-        return nnx.merge(graphdef, params, rest, copy=True)(x)
+        for layer in nnx.merge(graphdef, params, rest, copy=True):
+            x = layer(x, is_causal=causal)
+        return x
 
     def loss(params, x):
         return jnp.sum(forward(params, x))

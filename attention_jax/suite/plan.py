@@ -26,7 +26,8 @@ METRICS = ("accuracy", "loss")
 
 @dataclasses.dataclass(frozen=True)
 class KindSpec:
-    """One attention setting: a registered op, its parameters and optional SwitchHead routing.
+    """One attention setting: a registered op (or one per layer, a hybrid), its parameters,
+    optional SwitchHead routing and an optional short convolution on q, k and v.
 
     `learning_rate_scale` multiplies every rate the kind trains at, for kinds whose
     parametrisation shrinks their updates (SwitchHead's sigmoid gates halve the signal through
@@ -34,15 +35,23 @@ class KindSpec:
     """
 
     label: str
-    attention: str
+    attention: str | tuple[str, ...]
     kind_params: dict[str, Any]
     moe_attention: dict[str, Any]
     learning_rate_scale: float = 1.0
+    short_conv: int | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The distinct kinds its layers use, in layer order."""
+        layers = (self.attention,) if isinstance(self.attention, str) else self.attention
+        return tuple(dict.fromkeys(layers))
 
     @property
     def theory_exponent(self) -> float:
-        """Routing changes the projections, not the attention: the op's exponent holds."""
-        return ops.kind(self.attention).time_exponent
+        """Routing changes the projections, not the attention: the op's exponent holds (a
+        hybrid's costliest layer sets it)."""
+        return max(ops.kind(name).time_exponent for name in self.kinds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +92,11 @@ class Suite:
         kinds = tuple(
             sorted(
                 (_kind_spec(label, spec) for label, spec in config.kinds.items()),
-                key=lambda k: (ops.names_in_order().index(k.attention), bool(k.moe_attention)),
+                key=lambda k: (
+                    max(map(ops.names_in_order().index, k.kinds)),
+                    len(k.kinds),
+                    bool(k.moe_attention),
+                ),
             )
         )
         data_dir = config.get("data_dir")
@@ -133,12 +146,14 @@ class Suite:
 
 def _kind_spec(label: str, spec: Mapping) -> KindSpec:
     spec = dict(spec)
-    keys = ("attention", "kind_params", "moe_attention", "learning_rate_scale")
+    keys = ("attention", "kind_params", "moe_attention", "learning_rate_scale", "short_conv")
     unknown = sorted(set(spec) - set(keys))
     if unknown:
         raise ValueError(f"kind {label}: unknown keys {unknown}; give {', '.join(keys)}.")
     attention = spec.get("attention", label)
-    ops.get(attention)  # ValueError naming the registered kinds
+    attention = attention if isinstance(attention, str) else tuple(attention)
+    for name in (attention,) if isinstance(attention, str) else attention:
+        ops.get(name)  # ValueError naming the registered kinds
     scale = float(spec.get("learning_rate_scale", 1.0))
     if not scale > 0:
         raise ValueError(f"kind {label}: learning_rate_scale must be > 0; got {scale}.")
@@ -148,6 +163,7 @@ def _kind_spec(label: str, spec: Mapping) -> KindSpec:
         _plain(spec.get("kind_params", {})),
         _plain(spec.get("moe_attention", {})),
         scale,
+        spec.get("short_conv"),
     )
 
 
@@ -164,9 +180,13 @@ def _plain(value) -> dict:
 
 
 def skip_reason(task: TaskSpec, kind: KindSpec) -> str | None:
-    """Why `kind` cannot run on `task` (a causal task and a non-causal kind), or None."""
-    if task.causal and not ops.kind(kind.attention).causal:
-        return f"{kind.attention} is not causal"
+    """Why `kind` cannot run on `task` (a causal task and a kind with no causal form, or the
+    reverse), or None."""
+    for name in kind.kinds:
+        if task.causal and not ops.kind(name).causal:
+            return f"{name} is not causal"
+        if not task.causal and not ops.kind(name).bidirectional:
+            return f"{name} is causal only"
     return None
 
 
@@ -178,9 +198,14 @@ def run_config(
     The data seed (`task_params.seed`) is the task's, so every run sees the same examples.
     """
     config = ml_collections.ConfigDict(task.train.to_dict())
-    config.model.attention = kind.attention
-    config.model.kind_params = kind.kind_params
-    config.model.moe_attention = kind.moe_attention
+    model = config.model.to_dict()
+    model.update(
+        attention=kind.attention, kind_params=kind.kind_params, moe_attention=kind.moe_attention
+    )
+    if kind.short_conv is not None:
+        model["short_conv"] = kind.short_conv
+    # Not type-safe: `attention` is a name for most kinds and a tuple of names for a hybrid.
+    config.model = ml_collections.ConfigDict(model, type_safe=False)
     config.optimizer.learning_rate = learning_rate
     config.seed = seed
     return config

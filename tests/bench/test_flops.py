@@ -54,3 +54,13 @@ def test_flash_counts_every_block_and_skips_hidden_ones():
 def test_unknown_primitive_is_refused_not_counted_as_free():
     with pytest.raises(ValueError, match="no FLOP rule"):
         count_flops(lambda x: jnp.fft.fft(x), jnp.ones(8, jnp.complex64))
+
+
+def test_a_triangular_solve_counts_m_squared_per_right_hand_side():
+    a = jnp.tril(jnp.ones((3, 5, 5))) + 4 * jnp.eye(5)
+    b = jnp.ones((3, 5, 7))
+
+    def solve(a, b):
+        return jax.lax.linalg.triangular_solve(a, b, left_side=True, lower=True)
+
+    assert count_flops(solve, a, b) == 3 * 5 * 7 * 5

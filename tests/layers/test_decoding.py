@@ -78,8 +78,21 @@ def test_local_cache_is_bounded_by_its_window_and_runs_past_max_len_of_a_full_ca
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
 
 
-def test_kernelized_state_does_not_grow_with_length():
-    layer = _layer("performer")
+@pytest.mark.parametrize(
+    "kind, short_conv", [("dense", 4), ("mamba2", 4), ("gated_deltanet", 3), ("gla", 1)]
+)
+def test_decoding_with_a_short_convolution_equals_the_full_causal_forward(kind, short_conv):
+    layer = _layer(kind, short_conv=short_conv)
+    want = layer(X, is_causal=True)
+    layer.init_cache(2, T)
+    # A prompt shorter than the convolution, then one longer, then single tokens.
+    got = _decode_in_pieces(layer, X, [2, 9] + [1] * (T - 11))
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["performer", "retnet", "gated_deltanet"])
+def test_recurrent_state_does_not_grow_with_length(kind):
+    layer = _layer(kind)
     layer.init_cache(2, T)
     before = jax.tree.map(jnp.shape, layer.cache.get_value())
     layer(X, decode=True)
@@ -97,7 +110,12 @@ def test_a_kind_without_an_incremental_form_says_so():
 # outputs past max_len would still be right), but max_len is init_cache's bound for every kind
 # and eager decoding refuses to pass it, so under jit those kinds give NaN as well: jit and
 # eager never disagree about which calls are valid.
-PAST_MAX_LEN_KINDS = {"kv": "dense", "window": "local", "recurrent": "linear"}
+PAST_MAX_LEN_KINDS = {
+    "kv": "dense",
+    "window": "local",
+    "recurrent": "linear",
+    "state": "gated_deltanet",
+}
 CACHE = 8
 
 

@@ -81,3 +81,16 @@ def test_causal_models_refuse_routing_that_sees_later_tokens():
         with pytest.raises(ValueError, match="causal model must not see"):
             model_config.LanguageModelConfig(moe=moe)
     model_config.ClassifierConfig(moe={"num_experts": 4, "router": "expert_choice"})
+
+
+def test_each_family_refuses_kinds_that_cannot_attend_its_way():
+    with pytest.raises(ValueError, match=r"encoder attends both ways, which \['gla'\] cannot"):
+        models.ClassifierConfig(attention=("dense", "gla"), num_layers=2)
+    with pytest.raises(ValueError, match=r"encoder attends both ways, which \['retnet'\]"):
+        models.ViTConfig(attention="retnet")
+    with pytest.raises(ValueError, match=r"decoder attends causally, which \['linformer'\]"):
+        models.LanguageModelConfig(attention="linformer")
+    with pytest.raises(ValueError, match=r"cross attention attends both ways"):
+        models.EncoderDecoderConfig(decoder_attention="gla", cross_attention_kind="deltanet")
+    config = models.EncoderDecoderConfig(decoder_attention="gated_deltanet", short_conv=4)
+    assert config.attention_config("gated_deltanet").short_conv == 4

@@ -38,28 +38,31 @@ PARAMS = {
     "based": dict(chunk_size=4),
     "cosformer": dict(chunk_size=4),
     "linformer": dict(projected_len=4),
+    **{name: dict(chunk_size=4) for name in ("retnet", "gla", "mamba2", "deltanet")},
+    "gated_deltanet": dict(chunk_size=4),
 }
-# Projecting along the sequence mixes future keys into every projected key: no causal form.
-NOT_CAUSAL = {"linformer"}
 # Each program is compiled once and run on several inputs; no LLVM optimisation of the machine
 # code (the same values up to rounding) about halves the compile time of these tiny programs.
 FAST_COMPILE = dict(compiler_options={"xla_backend_optimization_level": 0})
 
 
 def kind_cases():
-    """(kind, is_causal) for every registered kind, so a new kind inherits every probe."""
+    """(kind, is_causal) for every registered kind and every direction its record says it
+    supports, so a new kind inherits every probe."""
     return [
-        pytest.param(
-            kind,
-            is_causal,
-            id=f"{kind}-{'causal' if is_causal else 'full'}",
-            marks=pytest.mark.skip(reason=f"{kind} has no causal form")
-            if is_causal and kind in NOT_CAUSAL
-            else (),
-        )
+        pytest.param(kind, is_causal, id=f"{kind}-{'causal' if is_causal else 'full'}")
         for kind in ops.names()
         for is_causal in (False, True)
+        if (ops.kind(kind).causal if is_causal else ops.kind(kind).bidirectional)
     ]
+
+
+def arguments(kind):
+    """PARAMS of `kind` and, for a state-carrying kind, gates in the range a layer starts in."""
+    gates = ops.kind(kind).gates
+    B, _, S, _, K, H = SHAPE
+    drawn = {} if gates is None else gates.example(jax.random.key(2), B, S, K, H)
+    return {**PARAMS.get(kind, {}), **drawn}
 
 
 @functools.cache
@@ -75,7 +78,7 @@ def _program(kind, is_causal):
             is_causal=is_causal,
             query_seq_lengths=lengths,
             key_value_seq_lengths=lengths,
-            **PARAMS.get(kind, {}),
+            **arguments(kind),
         )
 
     def run(q, k, v, ct):
@@ -141,7 +144,8 @@ def test_non_positive_scale_is_refused_or_honoured(kind):
 
     def attend(q, k, v, scale):
         # A Python constant: concrete, so the op can check it.
-        return ops.get(kind)(q, k, v, scale=scale, **PARAMS.get(kind, {}))
+        causal = not ops.kind(kind).bidirectional
+        return ops.get(kind)(q, k, v, scale=scale, is_causal=causal, **arguments(kind))
 
     honoured = []
     for scale in (-0.5, 0.0):

@@ -27,9 +27,10 @@ def test_every_suite_config_is_checked_and_fair():
                 for kind in suite.kinds
                 if plan.skip_reason(task, kind) is None
             ]
-            # Only the attention differs between kinds on a task.
+            # Only the attention differs between kinds on a task (the short convolution on
+            # q, k and v is part of a state-carrying kind's layer).
             for config in configs:
-                for field in ("attention", "kind_params", "moe_attention"):
+                for field in ("attention", "kind_params", "moe_attention", "short_conv"):
                     config["model"].pop(field)
             assert all(c == configs[0] for c in configs), (name, task.label)
 
@@ -47,7 +48,15 @@ def test_cpu_suite_has_the_issued_tasks_and_kinds():
         "based",
         "linformer",
         "switchhead",
+        "retnet",
+        "gla",
+        "mamba2",
+        "deltanet",
+        "gated_deltanet",
+        "gated_deltanet_dense",
     }
+    hybrid = next(k for k in suite.kinds if k.label == "gated_deltanet_dense")
+    assert hybrid.attention == ("gated_deltanet", "dense") and hybrid.theory_exponent == 2.0
     assert len(suite.seeds) >= 2
     for task in suite.tasks:
         assert task.train.model.d_model == 64
