@@ -206,6 +206,7 @@ class MultiHeadAttention(nnx.Module):
             )
         self.lora = lora_adapters
         self.q_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
+        self.k_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
         convolutions = None
         if config.short_conv is not None:
             widths = dict(query=num_heads, key=num_kv_heads, value=num_kv_heads)
@@ -220,7 +221,6 @@ class MultiHeadAttention(nnx.Module):
         if record.gates is not None:
             gates = StateGates(record.gates, in_features, num_kv_heads, head_dim, **typed)
         self.gates = gates
-        self.k_norm = nnx.RMSNorm(head_dim, **typed) if config.qk_norm else None
         # Without dropout no 'dropout' stream is needed (Linen's init passes only 'params').
         self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs if config.dropout_rate else None)
         # Each is assigned once: a Variable makes it state, None keeps it a static attribute.

@@ -87,3 +87,25 @@ def test_the_record_refuses_inconsistent_capabilities():
         ops.Kind("x", op, pattern, 1.0, gates={"decay": "per_head"})
     with pytest.raises(ValueError, match="step_scales_key"):
         ops.Gates(step_scales_key=True)
+
+
+def _fwd_bwd_temp_bytes(kind, n):
+    x = jax.ShapeDtypeStruct((1, n, 2, 16), jnp.float32)
+    gates = ops.kind(kind).gates
+
+    def loss(q, k, v):
+        k, derived = gates.derive(k)
+        return jnp.sum(ops.get(kind)(q, k, v, is_causal=True, **derived) ** 2)
+
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    return jax.jit(grad).lower(x, x, x).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("kind", STATE_KINDS)
+def test_causal_forward_and_backward_memory_is_linear_in_length(kind):
+    """Compiled temp memory of the gradient grows ~4x (not 16x) from n = 2048 to 8192."""
+    small, large = _fwd_bwd_temp_bytes(kind, 2048), _fwd_bwd_temp_bytes(kind, 8192)
+    assert large <= 4.5 * small, (small, large)
+    # Below a single float32 [n, n] matrix (268 MB): GLA's saved [C, C, Hk] chunk weights take
+    # 51 MB here, O(n * C * Hk), the most of the five.
+    assert large < 8192 * 8192 * 4, large
