@@ -38,18 +38,17 @@ def causal_call(kind: str, batch: int, n: int, num_heads: int, head_dim: int):
     decay = jax.random.uniform(keys[3], (batch, n, num_heads), minval=0.9, maxval=1.0)
     if kind == BASELINE:
         return (lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)), (q, k, v)
-    if kind == "retnet":
-        gates = {}
-    elif kind == "gla":
-        gates = {"log_decay": jnp.log(jnp.repeat(decay[..., None], head_dim, axis=-1))}
-    elif kind == "mamba2":
-        gates = {"log_decay": jnp.log(decay)}
-    else:
+    # The record says which gates the op takes (`ops.Gates`); the values are this benchmark's.
+    spec, gates = ops.kind(kind).gates, {}
+    if spec.decay is ops.Decay.PER_DIMENSION:
+        gates["log_decay"] = jnp.log(jnp.repeat(decay[..., None], head_dim, axis=-1))
+    elif spec.decay is ops.Decay.PER_HEAD:
+        gates["log_decay"] = jnp.log(decay)
+    if spec.beta:
+        gates["beta"] = jax.random.uniform(keys[3], (batch, n, num_heads))
+    if spec.unit_norm_qk:
         k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-        gates = {"beta": jax.random.uniform(keys[3], (batch, n, num_heads))}
-        if kind == "gated_deltanet":
-            gates["log_decay"] = jnp.log(decay)
-    op = getattr(ops, kind)
+    op = ops.get(kind)
     return (lambda q, k, v: op(q, k, v, **gates, is_causal=True)), (q, k, v)
 
 

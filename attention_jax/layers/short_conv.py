@@ -43,7 +43,10 @@ class ShortConvolution(nnx.Module):
         T = x.shape[1]
         if decode:
             if self.tail is None:
-                raise ValueError("ShortConvolution: decode=True needs init_cache(batch, dtype).")
+                raise ValueError(
+                    "ShortConvolution: decode=True needs a decoding state: call init_cache "
+                    "(an attention layer's init_cache(batch, max_len) sets it)."
+                )
             padded = jnp.concatenate([self.tail.get_value().astype(dtype), x], axis=1)
             self.tail.set_value(padded[:, padded.shape[1] - (self.width - 1) :])
         else:

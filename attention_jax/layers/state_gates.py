@@ -65,7 +65,6 @@ class StateGates(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.spec = spec
-        self.dtype = dtype
         typed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         decay_down = decay_up = step = step_bias = log_rate = beta = None
         if spec.decay is ops.Decay.PER_DIMENSION:

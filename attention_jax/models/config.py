@@ -392,6 +392,7 @@ class EncoderDecoderConfig(TransformerConfig):
         check_direction(cls, "encoder", self.layer_kinds(self.num_encoder_layers), causal=False)
         decoder = self.layer_kinds(self.num_decoder_layers, "decoder_attention")
         check_direction(cls, "decoder", decoder, causal=True)
+        ops.get(self.cross_attention_kind)  # ValueError naming the kinds, even when unused
         check_direction(cls, "cross attention", self.cross_attention_kinds(), causal=False)
         sizes = (
             "source_vocab_size",

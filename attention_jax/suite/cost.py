@@ -58,6 +58,14 @@ def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
     }
 
 
+def _layer_params(kind: KindSpec, name: str) -> dict:
+    """kind_params of its layers of kind `name`: their own entry when the spec keys them by
+    kind (as model configs read them), else all of them."""
+    if any(key in ops.names() for key in kind.kind_params):
+        return dict(kind.kind_params.get(name, {}))
+    return dict(kind.kind_params)
+
+
 def _layers(kind: KindSpec, d_model: int, num_heads: int, max_len: int):
     """One attention layer per distinct kind of the spec (two for a hybrid)."""
     return nnx.List(
@@ -67,9 +75,7 @@ def _layers(kind: KindSpec, d_model: int, num_heads: int, max_len: int):
                 layers.AttentionConfig(
                     num_heads=num_heads,
                     kind=name,
-                    kind_params=kind.kind_params.get(name, kind.kind_params)
-                    if len(kind.kinds) > 1
-                    else kind.kind_params,
+                    kind_params=_layer_params(kind, name),
                     max_len=max_len,
                     moe_attention=kind.moe_attention,
                     short_conv=kind.short_conv,

@@ -86,6 +86,8 @@ def test_short_convolution_is_a_causal_depthwise_convolution_then_silu():
     pre = np.stack([sum(w[i] * padded[:, t + i] for i in range(3)) for t in range(6)], axis=1)
     want = pre / (1.0 + np.exp(-pre))
     np.testing.assert_allclose(conv(x), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a decoding state: call init_cache"):
+        conv(x, decode=True)
 
 
 @pytest.mark.parametrize("kind", ["retnet", "gla", "mamba2", "deltanet", "gated_deltanet"])

@@ -92,5 +92,7 @@ def test_each_family_refuses_kinds_that_cannot_attend_its_way():
         models.LanguageModelConfig(attention="linformer")
     with pytest.raises(ValueError, match=r"cross attention attends both ways"):
         models.EncoderDecoderConfig(decoder_attention="gla", cross_attention_kind="deltanet")
+    with pytest.raises(ValueError, match="unknown attention kind 'nope'"):
+        models.EncoderDecoderConfig(cross_attention="additive", cross_attention_kind="nope")
     config = models.EncoderDecoderConfig(decoder_attention="gated_deltanet", short_conv=4)
     assert config.attention_config("gated_deltanet").short_conv == 4
