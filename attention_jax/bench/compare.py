@@ -23,11 +23,28 @@ def _jax_nn(query, key, value, bias=None, mask=None, **kwargs):
 PEERS: dict[str, Callable] = {"jax.nn": _jax_nn}
 
 
-def resolve(kind: str, params: Mapping | None = None) -> Callable:
-    """The op for a kind or peer name, with its parameters bound. A state-carrying kind gets
-    its gates from the keys (`ops.Gates.derive`), inside the measured function."""
+def split_name(name: str) -> tuple[str, str | None]:
+    """'flash@cudnn' -> ('flash', 'cudnn'): a kind or peer run by a named implementation; a
+    bare name runs with implementation=None (the fastest here)."""
+    kind, _, implementation = name.partition("@")
+    return kind, implementation or None
+
+
+def _implementations(kind: str) -> tuple[str, ...]:
+    if kind == "jax.nn":
+        return ("xla", "cudnn")
+    return ops.kind(kind).implementations if kind in ops.names() else ()
+
+
+def resolve(name: str, params: Mapping | None = None) -> Callable:
+    """The op for a kind or peer name ('kind@implementation' names its engine), with its
+    parameters bound. A state-carrying kind gets its gates from the keys (`ops.Gates.derive`),
+    inside the measured function."""
+    kind, implementation = split_name(name)
     op = PEERS[kind] if kind in PEERS else ops.get(kind)
     params = dict(params or {})
+    if implementation is not None:
+        params["implementation"] = implementation
     gates = None if kind in PEERS else ops.kind(kind).gates
     if gates is not None:
 
@@ -40,15 +57,44 @@ def resolve(kind: str, params: Mapping | None = None) -> Callable:
 
 
 def known_kinds() -> list[str]:
-    """Everything the comparison can measure: JAX peers, the torch peer and the registry."""
-    return [*PEERS, torch_peer.NAME, *ops.names()]
+    """Everything the comparison can measure: JAX peers, the torch peer and the registry, and
+    'name@implementation' for each implementation a peer or kind has beyond XLA."""
+    names = [*PEERS, torch_peer.NAME, *ops.names()]
+    return names + [
+        f"{name}@{implementation}"
+        for name in names
+        for implementation in _implementations(name)
+        if len(_implementations(name)) > 1
+    ]
 
 
-def _measure(kind, params, shape, n, *, memory_budget_bytes, **kwargs) -> measure.Cost:
+def ran_with(name: str, params: Mapping | None, shape: measure.Shape, n: int) -> str:
+    """The implementation that runs `name` at this n on this machine (`ops.explain`)."""
+    kind, implementation = split_name(name)
     if kind == torch_peer.NAME:
+        return "torch"
+    if kind in PEERS or len(_implementations(kind)) == 1:
+        return implementation or "xla"
+    q, k, v = jax.eval_shape(lambda: measure.make_inputs(shape, n))
+    arguments = {**(params or {}), **shape.mask_kwargs(), "implementation": implementation}
+    return ops.explain(kind, q, k, v, **arguments).implementation
+
+
+def _measure(name, params, shape, n, *, memory_budget_bytes, **kwargs) -> measure.Cost:
+    if name == torch_peer.NAME:
         return torch_peer.measure_torch(shape, n, **kwargs)
+    kind, _ = split_name(name)
+    # Vendor kernels are opaque to the FLOP count: count the same kind in XLA.
+    counted = f"{kind}@xla" if len(_implementations(kind)) > 1 else name
     return measure.measure_cost(
-        kind, resolve(kind, params), shape, n, memory_budget_bytes=memory_budget_bytes, **kwargs
+        name,
+        resolve(name, params),
+        shape,
+        n,
+        memory_budget_bytes=memory_budget_bytes,
+        flops_op=resolve(counted, params),
+        implementation=ran_with(name, params, shape, n),
+        **kwargs,
     )
 
 
@@ -100,7 +146,7 @@ def run_comparison(
         rows.append(
             _measure(
                 kind,
-                kind_params.get(kind),
+                kind_params.get(kind, kind_params.get(split_name(kind)[0])),
                 shape,
                 n,
                 warmup=warmup,

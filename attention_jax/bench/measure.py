@@ -64,6 +64,8 @@ class Cost:
     fwd_bwd_flops: float
     xla_fwd_flops: float
     note: str = ""
+    # The engine that ran it: 'xla', a vendor kernel ('cudnn', 'pallas_tpu', ...), or 'torch'.
+    implementation: str = "xla"
 
     @property
     def fwd_gflops_per_s(self) -> float:
@@ -127,19 +129,26 @@ def measure_cost(
     repeats: int = 5,
     memory_budget_bytes: int = 12 * 2**30,
     backward: bool = True,
+    flops_op: Callable | None = None,
+    implementation: str = "xla",
 ) -> Cost:
-    """Measures `op` (contract signature) at sequence length n; skips runs over the budget."""
+    """Measures `op` (contract signature) at sequence length n; skips runs over the budget.
+
+    FLOPs are counted from the jaxpr of `flops_op` (default `op`): a vendor kernel is opaque
+    to the count, so its FLOPs are those of the same kind in XLA, which skips the same blocks.
+    """
     args = make_inputs(shape, n)
     forward, grad = _forward_and_grad(op, shape.mask_kwargs())
+    counted_forward, counted_grad = _forward_and_grad(flops_op or op, shape.mask_kwargs())
     fwd = jax.jit(forward).lower(*args).compile()
     fwd_bytes = peak_bytes(fwd)
-    fwd_flops = flops_lib.count_flops(forward, *args)
+    fwd_flops = flops_lib.count_flops(counted_forward, *args)
     xla_flops = fwd.cost_analysis().get("flops", math.nan)
     bwd_bytes = bwd_flops = math.nan
     if backward:
         bwd = jax.jit(grad).lower(*args).compile()
         bwd_bytes = peak_bytes(bwd)
-        bwd_flops = flops_lib.count_flops(grad, *args)  # the gradient program re-runs forward
+        bwd_flops = flops_lib.count_flops(counted_grad, *args)  # it re-runs forward
     notes = []
     fwd_s = bwd_s = math.nan
     if not fwd_bytes > memory_budget_bytes:  # NaN (unknown) runs
@@ -161,6 +170,7 @@ def measure_cost(
         bwd_flops,
         xla_flops,
         "; ".join(notes),
+        implementation,
     )
 
 

@@ -41,13 +41,16 @@ def read_csv(path: str) -> list[Cost]:
     """Rows written by `write_csv`, back as Cost records (for re-plotting or notebooks)."""
 
     def parse(name, text):
-        if name in ("kind", "note"):
+        if name in ("kind", "note", "implementation"):
             return text
         return int(text) if name == "n" else float(text)
 
     names = [f.name for f in dataclasses.fields(Cost)]
     with open(path, newline="") as f:
-        return [Cost(**{k: parse(k, line[k]) for k in names}) for line in csv.DictReader(f)]
+        # Columns added later (implementation) keep their defaults when an older file lacks them.
+        return [
+            Cost(**{k: parse(k, line[k]) for k in names if k in line}) for line in csv.DictReader(f)
+        ]
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -63,16 +66,17 @@ def markdown(rows: Sequence[Cost], baseline: str, roofline_gflops: float) -> str
         "blocks a kind skips are neither counted nor timed. Memory is XLA's compiled buffer "
         "assignment (arguments + outputs + temporaries).",
         "",
-        "| kind | n | fwd ms | fwd/base | fwd GFLOP/s | fwd+bwd ms | fwd+bwd/base | "
-        "fwd MiB | fwd+bwd MiB | fwd GFLOP | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| kind | implementation | n | fwd ms | fwd/base | fwd GFLOP/s | fwd+bwd ms | "
+        "fwd+bwd/base | fwd MiB | fwd+bwd MiB | fwd GFLOP | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r.n, r.kind != baseline, r.kind)):
         b = base.get(r.n)
         fwd_ratio = r.fwd_s / b.fwd_s if b else math.nan
         bwd_ratio = r.fwd_bwd_s / b.fwd_bwd_s if b else math.nan
         lines.append(
-            f"| {r.kind} | {r.n} | {_fmt(r.fwd_s * 1e3)} | {_fmt(fwd_ratio, 2)} | "
+            f"| {r.kind} | {r.implementation} | {r.n} | {_fmt(r.fwd_s * 1e3)} | "
+            f"{_fmt(fwd_ratio, 2)} | "
             f"{_fmt(r.fwd_gflops_per_s)} | {_fmt(r.fwd_bwd_s * 1e3)} | {_fmt(bwd_ratio, 2)} | "
             f"{_fmt(r.fwd_bytes / _MIB)} | {_fmt(r.fwd_bwd_bytes / _MIB)} | "
             f"{_fmt(r.fwd_flops / 1e9, 2)} | {r.note} |"

@@ -76,4 +76,5 @@ def measure_torch(
         math.nan,
         math.nan,
         "torch: time only",
+        "torch",
     )

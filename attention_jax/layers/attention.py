@@ -186,6 +186,10 @@ class MultiHeadAttention(nnx.Module):
             self.kind_params.setdefault("max_len", max_len)
         if config.logits_soft_cap is not None:
             self.kind_params["logits_soft_cap"] = config.logits_soft_cap
+        # Passed to full-sequence calls only: decoding steps choose automatically.
+        self.implementation = (
+            {} if config.implementation is None else {"implementation": config.implementation}
+        )
         self.dtype = dtype
         self.cache = nnx.data(None)  # set by init_cache
         self.cache_max_len = 0
@@ -465,7 +469,7 @@ class MultiHeadAttention(nnx.Module):
             **self._variant_params(T, S, training),
             **gates,
         )
-        out = self.op(q, k, v, bias, mask, **masking)
+        out = self.op(q, k, v, bias, mask, **masking, **self.implementation)
         if self.gates is not None:
             out = self.gates.normalize_output(out)
         if self.record_maps:

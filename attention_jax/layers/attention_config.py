@@ -55,6 +55,10 @@ class AttentionConfig:
       use_bias: biases in the projections.
       short_conv: a causal depthwise convolution of this width (then a SiLU) on q, k and v
         after their projections, as Mamba, Based and Gated DeltaNet use (4); None for none.
+      implementation: which engine runs an exact kind ('xla', 'cudnn', 'pallas_tpu',
+        'pallas_gpu', 'tokamax'; `ops.kind(kind).implementations` lists a kind's), or None for
+        the fastest that can run each call here. Decoding steps always choose automatically:
+        their shapes (one query against a cache) differ from training's.
       moe_attention: SwitchHead routing of the value and output projections
         ({'num_experts': E, 'top_k': k}, `MoEAttention`); empty for multi-head attention.
       owner: the name errors start with: the layer or config that builds this one.
@@ -75,6 +79,7 @@ class AttentionConfig:
     record_maps: bool = False
     use_bias: bool = True
     short_conv: int | None = None
+    implementation: str | None = None
     moe_attention: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     owner: dataclasses.InitVar[str] = "AttentionConfig"
 
@@ -117,8 +122,23 @@ class AttentionConfig:
                 f"{owner}: redraw_every is for kinds with random features ({drawn}), not "
                 f"{self.kind!r}."
             )
+        self._check_implementation(owner, record)
         if self.moe_attention:
             self._check_routing(owner)
+
+    def _check_implementation(self, owner: str, record: ops.Kind) -> None:
+        if "implementation" in self.kind_params:
+            raise ValueError(
+                f"{owner}: give the implementation as its own option (implementation=...), "
+                "not in kind_params."
+            )
+        if self.implementation is not None and self.implementation not in record.implementations:
+            served = [n for n in ops.names() if len(ops.kind(n).implementations) > 1]
+            raise ValueError(
+                f"{owner}: kind {self.kind!r} runs on {record.implementations}, not "
+                f"implementation={self.implementation!r}; the kinds with vendor kernels are "
+                f"{served}. Use None to choose automatically."
+            )
 
     def _check_routing(self, owner: str) -> None:
         """Raises unless `moe_attention` is valid and the routed layer has every option set."""
@@ -141,6 +161,7 @@ class AttentionConfig:
             "dropout_rate": self.dropout_rate > 0,
             "record_maps": self.record_maps,
             "short_conv": self.short_conv is not None,
+            "implementation": self.implementation is not None,
             f"attention {[self.kind]}": not routable(self.kind),
         }
         chosen = [name for name, used in unsupported.items() if used]

@@ -189,6 +189,8 @@ class DecoderBlock(EncoderBlock):
                 moe_attention={},
                 # Cross attention reads the whole encoder output and is never decoded.
                 short_conv=None,
+                # Its shapes (T != S) suit other kernels than self-attention's: automatic.
+                implementation=None,
                 owner=owner,
             )
             cross = make_attention(d_model, cross_config, **typed)

@@ -152,6 +152,10 @@ class TransformerConfig:
     # A causal depthwise convolution of this width on q, k and v of every self-attention layer
     # (`AttentionConfig.short_conv`); None for none.
     short_conv: int | None = None
+    # Which engine runs the exact kinds' self-attention (`AttentionConfig.implementation`):
+    # 'xla', 'cudnn', 'pallas_tpu', 'pallas_gpu', 'tokamax', or None for the fastest here.
+    # Cross attention and decoding steps always choose automatically.
+    implementation: str | None = None
     dtype: str = "float32"
     param_dtype: str = "float32"
     # Mixture-of-experts feed-forward layers; empty for none. Keys: num_experts (required),
@@ -307,6 +311,7 @@ class TransformerConfig:
             logits_soft_cap=self.logits_soft_cap,
             lora_rank=self.lora_rank,
             short_conv=self.short_conv,
+            implementation=self.implementation,
             moe_attention=self.moe_attention,
             owner=type(self).__name__,
         )

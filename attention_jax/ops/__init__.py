@@ -34,9 +34,14 @@ from attention_jax.ops.registry import (
 from attention_jax.ops.retnet import retnet, retnet_decays
 from attention_jax.ops.sparse import block_sparse, local, longformer
 from attention_jax.ops.strided import strided
+from attention_jax.ops.vendor.dispatch import IMPLEMENTATIONS, Choice, explain
+from attention_jax.ops.vendor.platform import Platform, interpret_kernels
 
 __all__ = [
     "DEFAULT_KIND",
+    "IMPLEMENTATIONS",
+    "Choice",
+    "Platform",
     "Decay",
     "DecayState",
     "DeltaState",
@@ -59,12 +64,14 @@ __all__ = [
     "delta_step",
     "deltanet",
     "dense",
+    "explain",
     "favor_projection",
     "feature_map",
     "flash",
     "flax_attention_fn",
     "gated_deltanet",
     "get",
+    "interpret_kernels",
     "gla",
     "kind",
     "linear",

@@ -14,6 +14,7 @@ import numpy as np
 from attention_jax.ops import contract
 from attention_jax.ops.flash import blocked_attention
 from attention_jax.ops.sparse import DEFAULT_SPARSE_BLOCK, block_sparse_pattern
+from attention_jax.ops.vendor import dispatch
 
 
 def _count(name: str, value, minimum: int) -> int:
@@ -102,6 +103,7 @@ def bigbird(
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
     logits_soft_cap: float | None = None,
+    implementation: str | None = None,
 ) -> jax.Array:
     """BigBird block-sparse attention; cost O(T * block_size * (window + global + random)).
 
@@ -119,10 +121,13 @@ def bigbird(
       seed: int or concrete PRNG key for the random blocks (static: it picks the computed blocks).
       per_head: draw the random blocks separately for each head (as in the paper) instead of
         sharing one layout.
+      implementation: 'xla' (our blocked engine) or 'pallas_tpu' (splash attention over the
+        same blocks); None picks the fastest here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
+    arguments = contract.forwarded(locals())
     block_size, layout = _token_layout(
         query.shape[1],
         key.shape[1],
@@ -134,6 +139,20 @@ def bigbird(
         seed=seed,
         is_causal=is_causal,
     )
+    out = dispatch.attend(
+        "bigbird",
+        implementation,
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        arguments,
+        layout=layout,
+        block=block_size,
+    )
+    if out is not None:
+        return out
     return blocked_attention(
         "bigbird",
         query,
@@ -142,7 +161,7 @@ def bigbird(
         block_q=block_size,
         block_kv=block_size,
         layout=layout,
-        **contract.forwarded(locals()),
+        **arguments,
     )
 
 

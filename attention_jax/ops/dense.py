@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from attention_jax.ops import contract, masks
+from attention_jax.ops.vendor import dispatch
 
 
 def _exp_and_inverse_sum(logits: jax.Array, ok: jax.Array | None, recentre: bool):
@@ -182,6 +183,7 @@ def dense(
     key_value_segment_ids: jax.Array | None = None,
     logits_soft_cap: float | None = None,
     return_weights: bool = False,
+    implementation: str | None = None,
 ):
     """Exact softmax attention with the scores in memory.
 
@@ -203,10 +205,18 @@ def dense(
         (Gemma 2); default None leaves them as they are.
       return_weights: also return the attention probabilities [B, N, T, S] (float32, or float64
         for float64 inputs).
+      implementation: 'xla' (this code), 'cudnn', 'pallas_tpu', 'pallas_gpu', 'tokamax', or
+        None for the fastest that can run the call here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype, or (output, weights) when return_weights is set.
     """
+    arguments = contract.forwarded(locals())
+    out = dispatch.attend(
+        "dense", implementation, query, key, value, bias, mask, arguments, weights=return_weights
+    )
+    if out is not None:
+        return out
     dims = contract.check_qkv("dense", query, key, value)
     spec = masks.build_spec(
         "dense",

@@ -26,6 +26,7 @@ from jax import lax
 
 from attention_jax.ops import contract, masks
 from attention_jax.ops.carry import varying_like
+from attention_jax.ops.vendor import dispatch
 
 DEFAULT_BLOCK_Q = 512
 DEFAULT_BLOCK_KV = 512
@@ -329,6 +330,7 @@ def flash(
     block_q: int = DEFAULT_BLOCK_Q,
     block_kv: int = DEFAULT_BLOCK_KV,
     logits_soft_cap: float | None = None,
+    implementation: str | None = None,
 ) -> jax.Array:
     """Exact softmax attention in O(T + S) memory, forward and backward.
 
@@ -349,10 +351,16 @@ def flash(
       block_q: queries per block (clipped to T); T need not be a multiple.
       block_kv: keys per block (clipped to S); S need not be a multiple.
       logits_soft_cap: c squashes the scaled logits to c * tanh(logits / c) before the bias.
+      implementation: 'xla' (this engine), 'cudnn', 'pallas_tpu', 'pallas_gpu', 'tokamax', or
+        None for the fastest that can run the call here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
+    arguments = contract.forwarded(locals())
+    out = dispatch.attend("flash", implementation, query, key, value, bias, mask, arguments)
+    if out is not None:
+        return out
     return blocked_attention(
         "flash",
         query,
@@ -360,7 +368,7 @@ def flash(
         value,
         block_q=block_q,
         block_kv=block_kv,
-        **contract.forwarded(locals()),
+        **arguments,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from attention_jax.ops.gates import Gates
+from attention_jax.ops.vendor.dispatch import IMPLEMENTATIONS
 
 
 class Decoding(enum.Enum):
@@ -80,6 +81,8 @@ class Kind:
         in per call, e.g. a stride of about sqrt(n)), for those the config leaves out.
       owned_state: the arrays a layer must own for it (`OwnedState`), or None.
       takes_horizon: its op takes the layer's `max_len` as `max_len` (cosformer's M).
+      implementations: the `implementation=` values its op serves (`ops.IMPLEMENTATIONS`);
+        ('xla',) for kinds with one engine, whose op then takes no `implementation`.
     """
 
     name: str
@@ -100,6 +103,7 @@ class Kind:
     length_defaults: Callable[[int, int, dict], dict] | None = None
     owned_state: OwnedState | None = None
     takes_horizon: bool = False
+    implementations: tuple[str, ...] = ("xla",)
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -124,6 +128,17 @@ class Kind:
             )
         if self.gates is not None and not isinstance(self.gates, Gates):
             raise ValueError(f"Kind {self.name!r}: gates must be an ops.Gates; got {self.gates!r}.")
+        unknown = set(self.implementations) - set(IMPLEMENTATIONS)
+        if "xla" not in self.implementations or unknown:
+            raise ValueError(
+                f"Kind {self.name!r}: implementations must include 'xla' and name only "
+                f"{', '.join(IMPLEMENTATIONS)}; got {self.implementations!r}."
+            )
+        if len(self.implementations) > 1 and not self.takes("implementation"):
+            raise ValueError(
+                f"Kind {self.name!r}: its op must take implementation= to serve "
+                f"{self.implementations!r}."
+            )
         if not self.time_exponent > 0:
             raise ValueError(
                 f"Kind {self.name!r}: time_exponent must be positive; got {self.time_exponent!r}."

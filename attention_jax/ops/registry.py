@@ -21,6 +21,7 @@ from attention_jax.ops.linformer import linformer
 from attention_jax.ops.mamba2 import mamba2
 from attention_jax.ops.retnet import retnet
 from attention_jax.ops.strided import strided, strided_pattern
+from attention_jax.ops.vendor import dispatch
 
 _KINDS: dict[str, Kind] = {}
 # The kind a layer or model uses when none is named, and the baseline comparisons read against.
@@ -108,14 +109,33 @@ def sqrt_stride(q_len: int, kv_len: int, params: dict) -> dict:
     return {"stride": max(1, math.isqrt(kv_len))}
 
 
+def served(name: str) -> tuple[str, ...]:
+    """The implementations that serve the built-in kind `name` (`dispatch.SERVES`)."""
+    return tuple(i for i in dispatch.IMPLEMENTATIONS if name in dispatch.SERVES[i])
+
+
 _NO_STATE_TO_CARRY = (
     "it projects the whole key sequence at once (Linformer), so it has no causal or "
     "incremental form"
 )
 _WINDOW = (128, 128)
 for _record in (
-    Kind("dense", dense, sparse.full_pattern, 2.0, window_in_decoding=True),
-    Kind("flash", flash, sparse.full_pattern, 2.0, window_in_decoding=True),
+    Kind(
+        "dense",
+        dense,
+        sparse.full_pattern,
+        2.0,
+        window_in_decoding=True,
+        implementations=served("dense"),
+    ),
+    Kind(
+        "flash",
+        flash,
+        sparse.full_pattern,
+        2.0,
+        window_in_decoding=True,
+        implementations=served("flash"),
+    ),
     Kind(
         "local",
         sparse.local,
@@ -124,6 +144,7 @@ for _record in (
         decoding=Decoding.WINDOW,
         window_in_decoding=True,
         defaults={"local_window_size": _WINDOW},
+        implementations=served("local"),
     ),
     Kind(
         "block_sparse",
@@ -132,6 +153,7 @@ for _record in (
         1.0,
         pattern_in_decoding=True,
         length_defaults=banded_layout,
+        implementations=served("block_sparse"),
     ),
     Kind(
         "longformer",
@@ -140,6 +162,7 @@ for _record in (
         1.0,
         pattern_in_decoding=True,
         defaults={"local_window_size": _WINDOW, "global_positions": (0,)},
+        implementations=served("longformer"),
     ),
     # Strided attends to about sqrt(n) keys per query.
     Kind(
@@ -157,6 +180,7 @@ for _record in (
         1.0,
         pattern_in_decoding=True,
         owned_state=OwnedState.LAYOUT_SEED,
+        implementations=served("bigbird"),
     ),
     Kind("linear", linear, every_pair_pattern, 1.0, decoding=Decoding.RECURRENT),
     Kind(

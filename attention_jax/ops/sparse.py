@@ -13,6 +13,7 @@ import numpy as np
 
 from attention_jax.ops import contract
 from attention_jax.ops.flash import blocked_attention
+from attention_jax.ops.vendor import dispatch
 
 DEFAULT_LOCAL_BLOCK = 128
 DEFAULT_SPARSE_BLOCK = 64
@@ -35,6 +36,7 @@ def local(
     logits_soft_cap: float | None = None,
     block_q: int = DEFAULT_LOCAL_BLOCK,
     block_kv: int = DEFAULT_LOCAL_BLOCK,
+    implementation: str | None = None,
 ) -> jax.Array:
     """Sliding-window attention computed over the key blocks that meet the band, O(T * window).
 
@@ -50,6 +52,8 @@ def local(
         key_value_segment_ids, logits_soft_cap: as in `flash`.
       block_q: queries per block; smaller blocks hug the band tighter.
       block_kv: keys per block.
+      implementation: 'xla' (our blocked engine) or a vendor kernel that skips the same blocks;
+        None picks the fastest here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype.
@@ -59,14 +63,12 @@ def local(
             "local: local_window_size is required, e.g. local_window_size=(256, 0) for a causal "
             "window of 257 keys; use kind 'flash' for full attention."
         )
+    arguments = contract.forwarded(locals())
+    out = dispatch.attend("local", implementation, query, key, value, bias, mask, arguments)
+    if out is not None:
+        return out
     return blocked_attention(
-        "local",
-        query,
-        key,
-        value,
-        block_q=block_q,
-        block_kv=block_kv,
-        **contract.forwarded(locals()),
+        "local", query, key, value, block_q=block_q, block_kv=block_kv, **arguments
     )
 
 
@@ -105,6 +107,7 @@ def block_sparse(
     query_segment_ids: jax.Array | None = None,
     key_value_segment_ids: jax.Array | None = None,
     logits_soft_cap: float | None = None,
+    implementation: str | None = None,
 ) -> jax.Array:
     """Attention over the blocks a static layout lists; cost is proportional to active blocks.
 
@@ -119,10 +122,29 @@ def block_sparse(
         Concrete (NumPy or lists). Shared by every head, or [N, ...] for one layout per query
         head: each head then walks its own blocks (heads are vmapped over padded block lists).
       block_size: tokens per block side; T and S need not be multiples (padding is internal).
+      implementation: 'xla' (our blocked engine) or a vendor kernel that skips the same blocks;
+        None picks the fastest here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype.
     """
+    arguments = contract.forwarded(locals())
+    layout = static_layout("block_sparse", layout)
+    block_size = contract.static_int("block_sparse", "block_size", block_size)
+    out = dispatch.attend(
+        "block_sparse",
+        implementation,
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        arguments,
+        layout=layout,
+        block=block_size,
+    )
+    if out is not None:
+        return out
     return blocked_attention(
         "block_sparse",
         query,
@@ -130,8 +152,8 @@ def block_sparse(
         value,
         block_q=block_size,
         block_kv=block_size,
-        layout=static_layout("block_sparse", layout),
-        **contract.forwarded(locals()),
+        layout=layout,
+        **arguments,
     )
 
 
@@ -170,6 +192,7 @@ def longformer(
     logits_soft_cap: float | None = None,
     block_q: int = DEFAULT_LOCAL_BLOCK,
     block_kv: int = DEFAULT_LOCAL_BLOCK,
+    implementation: str | None = None,
 ) -> jax.Array:
     """Longformer attention (Beltagy et al. 2020): a sliding window plus global tokens.
 
@@ -187,6 +210,8 @@ def longformer(
       global_positions: static token indices (e.g. [0] for a CLS token), each < min(T, S).
       block_q: queries per block.
       block_kv: keys per block.
+      implementation: 'xla' (our blocked engine) or a vendor kernel that skips the same blocks;
+        None picks the fastest here (`ops.explain` says which).
 
     Returns:
       [B, T, N, Hv] in the query dtype.
@@ -196,6 +221,21 @@ def longformer(
             "longformer: local_window_size is required, e.g. (256, 256); global tokens come on "
             "top of the window."
         )
+    arguments = contract.forwarded(locals())
+    positions = _check_global_positions(global_positions, query.shape[1], key.shape[1])
+    out = dispatch.attend(
+        "longformer",
+        implementation,
+        query,
+        key,
+        value,
+        bias,
+        mask,
+        arguments,
+        global_positions=positions,
+    )
+    if out is not None:
+        return out
     return blocked_attention(
         "longformer",
         query,
@@ -203,8 +243,8 @@ def longformer(
         value,
         block_q=block_q,
         block_kv=block_kv,
-        global_positions=_check_global_positions(global_positions, query.shape[1], key.shape[1]),
-        **contract.forwarded(locals()),
+        global_positions=positions,
+        **arguments,
     )
 
 

@@ -59,7 +59,8 @@ def test_run_comparison_writes_tables_and_plot(tmp_path, monkeypatch):
     with open(tmp_path / "costs.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
     assert report.read_csv(str(tmp_path / "costs.csv")) == rows
-    assert "| flash | 128 |" in table and "Fitted exponent" in table
+    assert "| flash | xla | 128 |" in table and "Fitted exponent" in table
+    assert {r.implementation for r in rows} == {"xla"}
     assert (tmp_path / "costs.png").stat().st_size > 0
     with open(tmp_path / "shape.json") as f:
         assert json.load(f)["roofline_gflops_per_s"] > 0
@@ -75,7 +76,7 @@ def test_markdown_ratio_is_against_baseline():
         return bench.Cost(kind, 8, fwd_s, 2 * fwd_s, 1, 1, 10, 30, 10.0)
 
     table = report.markdown([row("jax.nn", 2.0), row("flash", 0.5)], "jax.nn", 100.0)
-    assert "| flash | 8 | 500.0 | 0.25 |" in table
+    assert "| flash | xla | 8 | 500.0 | 0.25 |" in table
 
 
 def test_torch_peer_without_torch_says_how_to_install(monkeypatch):
@@ -106,3 +107,51 @@ def test_bad_baseline_and_mask_params_are_refused_early(tmp_path):
             shape=bench.Shape(local_window_size=(2, 2)),
             kind_params={"local": {"local_window_size": (1, 1)}},
         )
+
+
+def test_kinds_by_implementation_are_named_and_recorded():
+    known = compare.known_kinds()
+    assert {"flash@cudnn", "local@pallas_tpu", "jax.nn@cudnn"} <= set(known)
+    assert "strided@xla" not in known  # one engine: no names by implementation
+    assert compare.split_name("flash@pallas_gpu") == ("flash", "pallas_gpu")
+    assert compare.split_name("flash") == ("flash", None)
+    shape = bench.Shape(batch=1, num_heads=2, num_kv_heads=1, head_dim=16, is_causal=True)
+    assert compare.ran_with("flash", None, shape, 64) == "xla"
+    assert compare.ran_with("torch.sdpa", None, shape, 64) == "torch"
+    with ops.interpret_kernels():
+        assert compare.ran_with("flash@pallas_tpu", None, shape, 64) == "pallas_tpu"
+
+
+def test_vendor_rows_count_the_xla_kinds_flops():
+    """A vendor kernel is opaque to the FLOP count: its row counts the same kind in XLA."""
+    shape = bench.Shape(batch=1, num_heads=2, num_kv_heads=2, head_dim=16, is_causal=True)
+    with ops.interpret_kernels():
+        vendor = measure.measure_cost(
+            "flash@pallas_tpu",
+            compare.resolve("flash@pallas_tpu"),
+            shape,
+            128,
+            repeats=1,
+            backward=False,
+            flops_op=compare.resolve("flash@xla"),
+            implementation="pallas_tpu",
+        )
+    xla = measure.measure_cost(
+        "flash", compare.resolve("flash"), shape, 128, repeats=1, backward=False
+    )
+    assert vendor.implementation == "pallas_tpu" and xla.implementation == "xla"
+    assert vendor.fwd_flops == xla.fwd_flops > 0
+
+
+def test_read_csv_takes_files_written_before_the_implementation_column(tmp_path):
+    path = tmp_path / "old.csv"
+    row = bench.Cost("flash", 8, 1.0, 2.0, 1, 1, 10, 30, 10.0, "note")
+    report.write_csv([row], str(path))
+    with open(path) as f:
+        lines = list(csv.DictReader(f))
+    with open(path, "w", newline="") as f:
+        fields = [name for name in lines[0] if name != "implementation"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow({name: lines[0][name] for name in fields})
+    assert report.read_csv(str(path)) == [row]

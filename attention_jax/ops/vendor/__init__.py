@@ -1,0 +1,2 @@
+"""Vendor kernels behind the exact kinds' `implementation=` (cuDNN, Pallas TPU/GPU, tokamax),
+the rules that choose among them (`dispatch`), and the platform they run on (`platform`)."""
