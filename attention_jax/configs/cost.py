@@ -23,7 +23,7 @@ The argument after the colon is a comma-separated list of options:
           baseline): jax.nn (XLA), flash with None (the automatic choice), and flash with
           'xla', 'cudnn' and 'pallas_gpu'; local (a causal window of 512 keys) with None, 'xla'
           and 'cudnn'. Combine with causal; with sparse it adds flash@cudnn beside the sparse
-          kinds. experiments/scripts/accelerator_check.sh runs it.
+          kinds. 20 repeats. experiments/scripts/accelerator_check.sh runs it.
   tpu     the same on a TPU with 'pallas_tpu' (splash attention), against jax.nn; with sparse,
           each sparse kind also as kind@pallas_tpu.
   bf16    bfloat16 inputs.
@@ -150,7 +150,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     config.local_window_size = (window - 1, 0) if "window" in options else ()
     config.backward = "fwd" not in options
     config.warmup = 1
-    config.repeats = 3 if full else 5
+    # Accelerator steps take milliseconds: more repeats steady their medians.
+    config.repeats = 20 if options & {"gpu", "tpu"} else 3 if full else 5
     # Cases whose compiled buffers exceed this are reported with their size and not run.
     config.memory_budget_gb = 20.0
     kind_params = {"flash": {"block_q": 512, "block_kv": 512}}

@@ -13,6 +13,7 @@ from flax import nnx
 
 from attention_jax import layers, models, ops
 from attention_jax.bench import flops, measure, scaling
+from attention_jax.ops.vendor import dispatch
 from attention_jax.suite.plan import KindSpec
 from attention_jax.train import config as config_lib
 from attention_jax.train import optim, step
@@ -21,7 +22,8 @@ _MIB = 2**20
 
 
 def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
-    """Parameters, forward FLOPs per token, train/eval step time and train-step memory.
+    """Parameters, forward FLOPs per token, train/eval step time, train-step memory and the
+    implementation its attention ran on.
 
     The train step is the trainer's (forward, backward, optimizer update) on one real batch of
     the task at its batch size and length; the eval step is its forward pass and loss. `task`:
@@ -46,7 +48,8 @@ def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
         moe_weights=model_config.moe_loss_weights(),
     )
     eval_fn = step.make_eval_step(graphdef, task.kind)
-    train_step = jax.jit(train_fn).lower(state, batch).compile()
+    with dispatch.recording() as choices:
+        train_step = jax.jit(train_fn).lower(state, batch).compile()
     eval_step = jax.jit(eval_fn).lower(state, batch).compile()
     tokens = config.batch_size * task.seq_len
     return {
@@ -55,6 +58,8 @@ def task_cost(train_config, *, repeats: int = 5, task=None) -> dict[str, float]:
         "train_step_ms": 1e3 * measure.median_seconds(train_step, state, batch, repeats=repeats),
         "eval_step_ms": 1e3 * measure.median_seconds(eval_step, state, batch, repeats=repeats),
         "peak_memory_mib": measure.peak_bytes(train_step) / _MIB,
+        # The engines its exact-kind attention ran on here ('xla' for the other kinds).
+        "implementation": "+".join(sorted({c.implementation for c in choices})) or "xla",
     }
 
 

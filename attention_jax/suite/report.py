@@ -190,6 +190,17 @@ def length_table(sweeps: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def implementation_line(summary: list[dict]) -> str:
+    """Which engine ran each kind's attention (results measured before it was recorded: xla)."""
+    ran = {}
+    for s in summary:
+        ran.setdefault(s.get("implementation") or "xla", []).append(s["kind"])
+    if set(ran) == {"xla"}:
+        return "Attention implementation: 'xla' (this library's engine) for every kind."
+    parts = [f"'{name}' for {', '.join(dict.fromkeys(kinds))}" for name, kinds in ran.items()]
+    return "Attention implementation: " + "; ".join(parts) + "."
+
+
 def markdown(suite: Suite, rows, sweep_rows, sweeps, device: str, skipped) -> str:
     """The whole results.md."""
     summary = summarize(rows)
@@ -207,6 +218,7 @@ def markdown(suite: Suite, rows, sweep_rows, sweeps, device: str, skipped) -> st
         "train step, so every kind is timed on the same clock.",
         "",
     ]
+    lines += [implementation_line(summary), ""]
     for task in suite.tasks:
         lines += task_table(task, summary) + [""]
     if skipped:

@@ -4,8 +4,8 @@
 #   1. tests_accelerator/: every vendor kernel against our XLA engine, value and gradients;
 #   2. experiments.cost for the exact and sparse kinds by implementation, n = 1K..32K, bfloat16:
 #      causal (flash and local with each implementation, against jax.nn with cuDNN on GPUs),
-#      then the sparse kinds (bidirectional);
-#   3. docs/cost_<device>.md: both tables, with the device and versions they ran on.
+#      then the sparse kinds (bidirectional), then the state-carrying kinds (causal, to 64K);
+#   3. docs/cost_<device>.md: the tables, with the device and versions they ran on.
 #
 #   experiments/scripts/accelerator_check.sh [workdir]      # default workdir/accelerator
 #
@@ -24,7 +24,10 @@ DEVICE=$(python3 -c 'import jax; print(jax.devices()[0].device_kind.lower().repl
 TABLE="docs/cost_${DEVICE}.md"
 mkdir -p "$WORKDIR" docs
 
-python3 -m pytest -q -rs -p no:cacheprovider tests_accelerator 2>&1 | tee "$WORKDIR/tests.log"
+# A failing check does not stop the measurements; the script exits non-zero at the end.
+tests_status=0
+python3 -m pytest -q -rs -p no:cacheprovider tests_accelerator 2>&1 | tee "$WORKDIR/tests.log" ||
+  tests_status=$?
 
 write_table() {
   {
@@ -35,22 +38,29 @@ write_table() {
     echo "Each row's \`implementation\` column is the engine that ran it (\`kind@implementation\`"
     echo "names one; a bare kind is the automatic choice). FLOPs of a vendor kernel are those of"
     echo "the same kind in XLA, which skips the same blocks."
-    for options in "$@"; do
-      if [[ -f "$WORKDIR/$options/costs.md" ]]; then
-        echo
-        echo "## \`experiments/configs/cost.py:full,bf16,$options,$PLATFORM\`"
-        echo
-        cat "$WORKDIR/$options/costs.md"
-      fi
+    for name in "$@"; do
+      echo
+      echo "## \`experiments/configs/cost.py:${CONFIGS[$name]}\`"
+      echo
+      cat "$WORKDIR/$name/costs.md"
     done
   } > "$TABLE"
 }
 
-done_options=()
-for options in causal sparse; do
-  python3 -m experiments.cost --config="experiments/configs/cost.py:full,bf16,$options,$PLATFORM" \
-    --workdir="$WORKDIR/$options"
-  done_options+=("$options")
-  write_table "${done_options[@]}"
+declare -A CONFIGS=(
+  [causal]="full,bf16,causal,$PLATFORM"
+  [sparse]="full,bf16,sparse,$PLATFORM"
+  [state]="full,bf16,state"
+)
+measured=()
+for name in causal sparse state; do
+  python3 -m experiments.cost --config="experiments/configs/cost.py:${CONFIGS[$name]}" \
+    --workdir="$WORKDIR/$name"
+  measured+=("$name")
+  write_table "${measured[@]}"
 done
 echo "accelerator_check: wrote $TABLE"
+if (( tests_status != 0 )); then
+  echo "accelerator_check: tests_accelerator FAILED (see $WORKDIR/tests.log)" >&2
+fi
+exit "$tests_status"

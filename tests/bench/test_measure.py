@@ -5,6 +5,7 @@ import json
 import math
 import sys
 
+import jax
 import pytest
 
 from attention_jax import bench, ops
@@ -155,3 +156,12 @@ def test_read_csv_takes_files_written_before_the_implementation_column(tmp_path)
         writer.writeheader()
         writer.writerow({name: lines[0][name] for name in fields})
     assert report.read_csv(str(path)) == [row]
+
+
+def test_a_case_that_exhausts_device_memory_while_compiling_is_reported(monkeypatch):
+    def exhausted(fn, args):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory while autotuning")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", lambda self: exhausted(None, None))
+    cost = measure.measure_cost("flash", compare.resolve("flash"), bench.Shape(), 64, repeats=1)
+    assert cost.note == "not compiled: out of device memory" and math.isnan(cost.fwd_s)

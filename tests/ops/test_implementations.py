@@ -334,6 +334,7 @@ def _request(**overrides):
         (H100, {"head_dim": 192, "value_dim": 192}, "cudnn"),
         (T4, {"head_dim": 192, "value_dim": 192}, "xla"),
         (T4, {}, "pallas_gpu"),
+        (H100, {"q_len": 511, "kv_len": 511}, "pallas_gpu"),
         (H100, {"segment_ids": True}, "xla"),
         (H100, {"kind": "dense", "weights": True}, "xla"),
         (H100, {"mask": True}, "xla"),
@@ -370,6 +371,7 @@ def test_automatic_choice(platform, overrides, want):
         (TPU, "pallas_tpu", {"bias": True}, "no additive bias"),
         (CPU, "pallas_tpu", {}, "needs a TPU"),
         (H100, "tokamax", {}, "not installed"),
+        (H100, "tokamax", {"dtype": "float16", "q_len": 1000, "kv_len": 1000}, "NaN gradients"),
     ],
 )
 def test_named_implementation_that_cannot_run_raises(platform, implementation, overrides, message):
@@ -404,3 +406,22 @@ def test_kind_records_list_their_implementations():
         ops.Kind("x", ops.dense, ops.kind("dense").pattern, 2.0, implementations=("cudnn",))
     with pytest.raises(ValueError, match="must take implementation="):
         ops.Kind("x", ops.strided, ops.kind("dense").pattern, 2.0, implementations=("xla", "cudnn"))
+
+
+def test_a_kernel_refusing_a_call_falls_back_to_xla_when_automatic(monkeypatch, caplog):
+    """A kernel's own NotImplementedError: None runs 'xla' and says so; a named one raises."""
+    from attention_jax.ops.vendor import platform as platform_lib
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("a shape this kernel does not take")
+
+    monkeypatch.setattr(platform_lib, "detect", lambda: Platform("tpu", interpret=True))
+    monkeypatch.setattr(splash, "splash_attention", refuse)
+    q, k, v = random_qkv(0, 1, 32, 32, 2, 2, 8)
+    assert ops.explain("flash", q, k, v, is_causal=True).implementation == "pallas_tpu"
+    with caplog.at_level("WARNING", logger="attention_jax"):
+        out = ops.flash(q, k, v, is_causal=True)
+    assert "refused the call" in caplog.text and "running 'xla'" in caplog.text
+    np.testing.assert_allclose(out, ops.dense(q, k, v, is_causal=True), **TOL)
+    with pytest.raises(ValueError, match="cannot run this call: a shape this kernel"):
+        ops.flash(q, k, v, is_causal=True, implementation="pallas_tpu")

@@ -18,6 +18,7 @@ tested on a CPU; `ops.explain(...)` reports the choice for a real call.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -116,8 +117,10 @@ def _cudnn(r: Request, p: platform_lib.Platform) -> list[str]:
             "cuDNN turns a mask into a bias, so a row the mask hides entirely would average every "
             "key instead of giving 0"
         )
-    if r.bias and (r.q_len % 2 or r.kv_len % 2):
-        why.append("cuDNN with a bias needs even q_len and kv_len")
+    if r.q_len % 2 or r.kv_len % 2:
+        # jax's cuDNN call adds a bias of its own in training, and cuDNN's training kernels
+        # take a bias only at even lengths (seen at q_len 511 on an H200, jax 0.11.2).
+        why.append("cuDNN's training kernels need even q_len and kv_len")
     if r.segment_ids:
         why.append("jax.nn's cuDNN call takes no segment ids")
     if r.soft_cap:
@@ -187,6 +190,9 @@ def _tokamax(r: Request, p: platform_lib.Platform) -> list[str]:
         why.append("tokamax's dot_product_attention takes no segment ids")
     if r.soft_cap and r.bias:
         why.append("tokamax caps the logits after the bias; the contract caps them before it")
+    if r.dtype == "float16" and (r.q_len % 128 or r.kv_len % 128):
+        # Seen with tokamax 0.0.17 on an H200: NaN value gradients, float16, q_len 1000.
+        why.append("tokamax gave NaN gradients in float16 at lengths not a multiple of 128")
     return why
 
 
@@ -300,9 +306,25 @@ def _check_layout(kind: str, layout, block: int, dims: contract.Dims) -> None:
         )
 
 
-# Collects choices for `ops.explain` while it traces a call.
+# Collects the choices of the calls traced inside `recording()`.
 _RECORDED = contextvars.ContextVar("attention_jax_recorded_choices", default=None)
 _LOGGED: set = set()
+
+
+@contextlib.contextmanager
+def recording():
+    """Yields a list that collects the `Choice` of every exact-kind call traced inside it.
+
+    with dispatch.recording() as choices:
+        jax.jit(model_step).lower(state, batch)   # tracing is enough
+    {c.implementation for c in choices}           # e.g. {'cudnn'}
+    """
+    recorded: list[Choice] = []
+    token = _RECORDED.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _RECORDED.reset(token)
 
 
 def _static(x) -> bool:
@@ -330,7 +352,8 @@ def attend(
     positions, static block layout and its block size).
     """
     recording = _RECORDED.get()
-    if implementation is None and recording is None and jax.default_backend() == "cpu":
+    where = platform_lib.detect()
+    if implementation is None and recording is None and where.name == "cpu":
         return None  # the common CPU case: nothing to decide
     dims = contract.check_qkv(kind, query, key, value)
     if layout is not None:
@@ -378,16 +401,56 @@ def attend(
             dims.q_len, dims.kv_len, is_causal, window, global_positions, layout, block
         ),
     )
-    where = platform_lib.detect()
     choice = choose(request, implementation, where)
     if recording is not None:
         recording.append(choice)
     if where.name != "cpu" and (request, implementation) not in _LOGGED:
         _LOGGED.add((request, implementation))
         logger.info("%s", choice)
-    name = choice.implementation
-    if name == "xla":
+    if choice.implementation == "xla":
         return None
+    checked = dict(
+        scale=scale,
+        is_causal=is_causal,
+        window=window,
+        q_lengths=q_lengths,
+        kv_lengths=kv_lengths,
+        q_segments=q_segments,
+        kv_segments=kv_segments,
+        soft_cap=soft_cap,
+    )
+    try:
+        return _run(
+            choice.implementation,
+            where,
+            query,
+            key,
+            value,
+            bias,
+            mask,
+            checked,
+            global_positions=global_positions,
+            layout=layout,
+            block=block,
+        )
+    except NotImplementedError as error:
+        # A kernel's own shape check that the rules do not know yet: the automatic choice falls
+        # back to XLA (and says so once); a named implementation reports it as a ValueError.
+        if implementation is not None:
+            raise ValueError(
+                f"{kind}: implementation={implementation!r} cannot run this call: {error}"
+            ) from error
+        if (request, "fallback") not in _LOGGED:
+            _LOGGED.add((request, "fallback"))
+            logger.warning(
+                "%s: %r refused the call (%s); running 'xla'", kind, choice.implementation, error
+            )
+        return None
+
+
+def _run(name, where, query, key, value, bias, mask, checked, **structure):
+    """Calls vendor implementation `name` with the checked contract arguments it takes."""
+    c = checked
     if name == "cudnn":
         from attention_jax.ops.vendor.cudnn import cudnn_attention
 
@@ -396,38 +459,22 @@ def attend(
             key,
             value,
             bias,
-            scale=scale,
-            is_causal=is_causal,
-            window=window,
-            q_lengths=q_lengths,
-            kv_lengths=kv_lengths,
+            scale=c["scale"],
+            is_causal=c["is_causal"],
+            window=c["window"],
+            q_lengths=c["q_lengths"],
+            kv_lengths=c["kv_lengths"],
         )
     if name == "pallas_gpu":
         from attention_jax.ops.vendor.pallas_gpu import pallas_gpu_attention
 
         return pallas_gpu_attention(
-            query, key, value, scale=scale, is_causal=is_causal, interpret=where.interpret
+            query, key, value, scale=c["scale"], is_causal=c["is_causal"], interpret=where.interpret
         )
     if name == "pallas_tpu":
         from attention_jax.ops.vendor.splash import splash_attention
 
-        return splash_attention(
-            query,
-            key,
-            value,
-            scale=scale,
-            is_causal=is_causal,
-            window=window,
-            global_positions=global_positions,
-            layout=layout,
-            block=block,
-            q_lengths=q_lengths,
-            kv_lengths=kv_lengths,
-            q_segments=q_segments,
-            kv_segments=kv_segments,
-            soft_cap=soft_cap,
-            interpret=where.interpret,
-        )
+        return splash_attention(query, key, value, **c, **structure, interpret=where.interpret)
     from attention_jax.ops.vendor.tokamax import tokamax_attention
 
     return tokamax_attention(
@@ -436,12 +483,12 @@ def attend(
         value,
         bias,
         mask,
-        scale=scale,
-        is_causal=is_causal,
-        window=window,
-        q_lengths=q_lengths,
-        kv_lengths=kv_lengths,
-        soft_cap=soft_cap,
+        scale=c["scale"],
+        is_causal=c["is_causal"],
+        window=c["window"],
+        q_lengths=c["q_lengths"],
+        kv_lengths=c["kv_lengths"],
+        soft_cap=c["soft_cap"],
     )
 
 
@@ -460,10 +507,6 @@ def explain(kind: str, query, key, value, bias=None, mask=None, **params) -> Cho
             f"explain: kind {kind!r} has one implementation ('xla'); the exact kinds "
             f"({', '.join(SERVES['xla'])}) have more."
         )
-    recorded: list = []
-    token = _RECORDED.set(recorded)
-    try:
+    with recording() as recorded:
         jax.eval_shape(lambda q, k, v: record.op(q, k, v, bias, mask, **params), query, key, value)
-    finally:
-        _RECORDED.reset(token)
     return recorded[-1]
