@@ -34,7 +34,7 @@ _FREE = frozenset(
 )
 # Primitives that only wrap a sub-program, counted by recursing into it.
 _CALLS = frozenset(
-    "jit pjit closed_call core_call remat checkpoint custom_jvp_call custom_vjp_call "
+    "jit pjit closed_call core_call remat remat2 checkpoint custom_jvp_call custom_vjp_call "
     "custom_vjp_call_jaxpr custom_lin shard_map".split()
 )
 
@@ -77,6 +77,12 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> int:
             total += sum(_size(v.aval) for v in eqn.outvars)
         elif name in _REDUCTIONS:
             total += _size(eqn.invars[0].aval)
+        elif name in ("scatter-add", "scatter_add"):
+            total += _size(eqn.invars[2].aval)  # one addition per update element
+        elif name == "sort":
+            # Comparisons, not arithmetic, but they are the work: n log2 n per sorted row.
+            length = eqn.invars[0].aval.shape[eqn.params["dimension"]]
+            total += _size(eqn.invars[0].aval) * max(1, math.ceil(math.log2(max(length, 2))))
         elif name == "qr":
             total += _qr_flops(eqn.invars[0].aval.shape)
         elif name == "triangular_solve":

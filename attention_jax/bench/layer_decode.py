@@ -2,7 +2,7 @@
 
 A full KV cache (dense, flash, the sparse kinds) holds every past key and is read whole at each
 step; `local`'s ring buffer holds only its window; a kernelized or state-carrying kind holds a
-fixed-size state.
+fixed-size state; MoBA holds every key but reads only its chosen blocks.
 Each step is timed at the last position of a cache of the given length, on the real layer.
 """
 
@@ -32,7 +32,7 @@ class LayerDecodeCost:
 
 def _filled(state, position: int):
     """The decoding state as if `position` tokens had been decoded (contents are irrelevant)."""
-    if isinstance(state, (ops.LinearState, ops.DecayState, ops.DeltaState)):
+    if isinstance(state, (ops.LinearState, ops.DecayState, ops.DeltaState, ops.MoBACache)):
         return dataclasses.replace(state, position=jnp.full_like(state.position, position))
     size = state.slot_positions.shape[0]
     slots = jnp.arange(size)

@@ -26,6 +26,8 @@ The argument after the colon is a comma-separated list of options:
           kinds. 20 repeats. experiments/scripts/accelerator_check.sh runs it.
   tpu     the same on a TPU with 'pallas_tpu' (splash attention), against jax.nn; with sparse,
           each sparse kind also as kind@pallas_tpu.
+  moba    MoBA (block 512, top-3: each query reads its own block and 2 chosen earlier ones)
+          beside flash and jax.nn, causal, n = 4096..65536 with `full` (2048..8192 without).
   bf16    bfloat16 inputs.
   fwd     forward only.
   torch   add PyTorch's CPU scaled_dot_product_attention as a peer (pip install -e ".[torch]").
@@ -41,6 +43,7 @@ _OPTIONS = (
     "sparse",
     "linear",
     "state",
+    "moba",
     "bf16",
     "gpu",
     "tpu",
@@ -68,6 +71,8 @@ SPARSE_KIND_PARAMS = {
 }
 
 
+# MoBA at the setting of its paper and of the routed-cost targets.
+MOBA_PARAMS = {"block_size": 512, "top_k": 3}
 # The window of the accelerator comparison's `local` (the issue's target: 8x faster than full
 # causal attention at n = 32K).
 ACCELERATOR_WINDOW = 512
@@ -103,14 +108,14 @@ def parse_arg(arg: str) -> tuple[set[str], int]:
         raise ValueError("choose one of 'small' and 'full'.")
     if {"gpu", "tpu"} <= options:
         raise ValueError("choose one of 'gpu' and 'tpu'.")
-    if options & {"gpu", "tpu"} and options & {"window", "linear", "state", "torch"}:
+    if options & {"gpu", "tpu"} and options & {"window", "linear", "state", "moba", "torch"}:
         raise ValueError(
             "'gpu' and 'tpu' compare the exact and sparse kinds; combine them with "
             "causal, sparse, bf16, fwd and small/full only."
         )
     if {"window", "torch"} <= options:
         raise ValueError("torch's SDPA has no sliding window; drop 'torch' or 'window'.")
-    for pattern_option in ("sparse", "linear", "state"):
+    for pattern_option in ("sparse", "linear", "state", "moba"):
         if {"window", pattern_option} <= options:
             raise ValueError(f"'{pattern_option}' kinds have their own pattern; drop 'window'.")
     return options, window
@@ -128,6 +133,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         config.kinds = ("jax.nn", *STATE_KINDS)
     elif "sparse" in options:
         config.kinds = ("jax.nn", "flash")
+    elif "moba" in options:
+        config.kinds = ("jax.nn", "flash", "moba")
     else:
         config.kinds = ("jax.nn", "dense", "flash")
     config.kinds += ("torch.sdpa",) if "torch" in options else ()
@@ -139,14 +146,19 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         config.kinds = _accelerator_kinds(None, "pallas_tpu", "sparse" in options)
     config.baseline = "jax.nn@cudnn" if "gpu" in options else "jax.nn"
     config.seq_lens = (1024, 2048, 4096, 8192, 16384, 32768) if full else (256, 512, 1024, 2048)
-    if full and options & {"linear", "state"}:
+    if full and options & {"linear", "state", "moba"}:
         config.seq_lens += (65536,)
+    if "moba" in options:
+        # At least top_k blocks of 512 at every n: 4K..64K (the targets' range), or 2K..8K.
+        config.seq_lens = (
+            tuple(n for n in config.seq_lens if n >= 4096) if full else (2048, 4096, 8192)
+        )
     config.batch = 1
     config.num_heads = 8
     config.num_kv_heads = 8
     config.head_dim = 64
     config.dtype = "bfloat16" if "bf16" in options else "float32"
-    config.is_causal = bool(options & {"causal", "state"})
+    config.is_causal = bool(options & {"causal", "state", "moba"})
     config.local_window_size = (window - 1, 0) if "window" in options else ()
     config.backward = "fwd" not in options
     config.warmup = 1
@@ -159,5 +171,6 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     if options & {"gpu", "tpu"} and "sparse" not in options:
         kind_params["local"] = {"local_window_size": (ACCELERATOR_WINDOW - 1, 0)}
     kind_params |= LINEAR_KIND_PARAMS if "linear" in options else {}
+    kind_params |= {"moba": MOBA_PARAMS} if "moba" in options else {}
     config.kind_params = ml_collections.ConfigDict(kind_params)
     return config

@@ -19,8 +19,21 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.feature_map = "elu"
     config.repeats = 3 if arg == "small" else 50
     # The attention layer's decoding state, by kind, at the end of caches of these lengths.
-    config.layer_kinds = ("dense", "local", "bigbird", "linear", "performer", "gla", "deltanet")
+    config.layer_kinds = (
+        "dense",
+        "local",
+        "bigbird",
+        "moba",
+        "linear",
+        "performer",
+        "gla",
+        "deltanet",
+    )
     config.cache_lens = (64, 256) if arg == "small" else (1024, 8192, 65536)
     config.d_model = 512
-    config.layer_kind_params = {"local": {"local_window_size": (128, 0)}}
+    config.layer_kind_params = {
+        "local": {"local_window_size": (128, 0)},
+        # MoBA at the setting; the short caches of 'small' need shorter blocks.
+        "moba": {"block_size": 16 if arg == "small" else 512, "top_k": 3},
+    }
     return config

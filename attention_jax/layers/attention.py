@@ -296,9 +296,17 @@ class MultiHeadAttention(nnx.Module):
         if self.short_conv is not None:
             for convolution in self.short_conv.values():
                 convolution.init_cache(batch, dtype)
-        if how == "state":
+        if how in ("state", "blocks"):
+            # A block-reading kind's cache holds every token: it is sized by max_len and its
+            # block parameters.
+            sized = {"max_len": max_len, **self._params_of(self.record.state_init)}
             state = self.record.state_init(
-                batch, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim
+                batch,
+                self.num_heads,
+                self.num_kv_heads,
+                self.head_dim,
+                self.head_dim,
+                **(sized if how == "blocks" else {}),
             )
         elif how == "recurrent":
             if self.record.takes_horizon and max_len > self.kind_params["max_len"]:
@@ -315,6 +323,11 @@ class MultiHeadAttention(nnx.Module):
             state = decoding.kv_cache_init(*heads, self.head_dim, dtype)
         self.cache = nnx.Cache(state)
         self.cache_max_len = max_len
+
+    def _params_of(self, fn) -> dict:
+        """The layer's kind parameters that `fn` (a record's state_init or state_step) names."""
+        takes = inspect.signature(fn).parameters
+        return {name: value for name, value in self.kind_params.items() if name in takes}
 
     def _window(self) -> tuple[int, int] | None:
         window = self.kind_params.get("local_window_size")
@@ -363,9 +376,8 @@ class MultiHeadAttention(nnx.Module):
             positions = index + jnp.arange(T)
             q, k = positional.apply_rope(q, positions), positional.apply_rope(k, positions)
         scale = self.kind_params.get("scale")
-        if how == "state":
-            takes = inspect.signature(self.record.state_step).parameters
-            fixed = {n: value for n, value in self.kind_params.items() if n in takes}
+        if how in ("state", "blocks"):
+            fixed = self._params_of(self.record.state_step)
             out, state = self.record.state_step(state, q, k, v, **{**fixed, **gates})
         elif how == "recurrent":
             out, state = decoding.recurrent_attend(

@@ -2,9 +2,10 @@
 
 `dispatch='einsum'` moves tokens with the [T, E, C] dispatch tensor (GShard, Switch): simple
 and fast for few experts, but the dispatch tensor grows as T * E * C. `dispatch='sort'` sorts
-the (token, choice) pairs by expert and runs the experts with `jax.lax.ragged_dot` (token
-choice) or gathers each expert's chosen tokens (expert choice): memory linear in T * k, for
-many experts. Both compute the same function (the tests check it).
+the (token, choice) pairs by expert and runs the experts as a grouped matmul in tiles of one
+expert (`ops.grouped_matmul`, token choice) or gathers each expert's chosen tokens (expert
+choice): memory linear in T * k, for many experts. Both compute the same function (the tests
+check it).
 """
 
 import functools
@@ -15,6 +16,7 @@ from flax import nnx
 
 from attention_jax.layers import arguments, expert_parallel, routing
 from attention_jax.layers.feedforward import ACTIVATIONS, GATED
+from attention_jax.ops.grouped_matmul import grouped_matmul
 
 DISPATCHES = ("einsum", "sort")
 
@@ -241,7 +243,7 @@ class MoEFeedForward(nnx.Module):
         )
 
     def _sorted_experts(self, x_TD, r):
-        # Token choice: (token, choice) pairs sorted by expert, experts run as one ragged
+        # Token choice: (token, choice) pairs sorted by expert, experts run as one grouped
         # matmul over contiguous groups; a dropped choice has weight 0.
         num_tokens, k = x_TD.shape[0], r.expert_index.shape[-1]
         r = r._replace(
@@ -251,9 +253,11 @@ class MoEFeedForward(nnx.Module):
         expert_P = r.expert_index.reshape(-1)
         token_P = jnp.repeat(jnp.arange(num_tokens), k)
         order = jnp.argsort(expert_P, stable=True)
-        group_sizes = jnp.bincount(expert_P, length=self.num_experts).astype(jnp.int32)
+        # Tiles of one expert each (`ops.grouped_matmul`): XLA's CPU ragged_dot runs every expert
+        # over every row, so its time grows with the number of experts.
+        sorted_expert = expert_P[order]
         ys = self._expert_ffn(
-            x_TD[token_P[order]], None, lambda x, w: jax.lax.ragged_dot(x, w, group_sizes)
+            x_TD[token_P[order]], None, lambda x, w: grouped_matmul(x, sorted_expert, w)
         )
         ys = ys * r.weight.reshape(-1)[order][:, None].astype(ys.dtype)
         return jnp.zeros_like(x_TD).at[token_P[order]].add(ys.astype(x_TD.dtype))

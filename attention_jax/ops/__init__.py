@@ -14,12 +14,14 @@ from attention_jax.ops.flax_adapter import flax_attention_fn
 from attention_jax.ops.gated_deltanet import gated_deltanet
 from attention_jax.ops.gates import Decay, Gates
 from attention_jax.ops.gla import gla
+from attention_jax.ops.grouped_matmul import grouped_matmul
 from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, linear, performer
 from attention_jax.ops.linear_recurrent import LinearState, linear_state_init, linear_step
 from attention_jax.ops.linformer import linformer, linformer_projection
 from attention_jax.ops.mamba2 import mamba2
 from attention_jax.ops.maps import attention_map
+from attention_jax.ops.moba import MoBACache, moba, moba_state_init, moba_step
 from attention_jax.ops.registry import (
     DEFAULT_KIND,
     attention,
@@ -51,6 +53,7 @@ __all__ = [
     "Kind",
     "OwnedState",
     "LinearState",
+    "MoBACache",
     "attention",
     "attention_map",
     "based",
@@ -73,6 +76,7 @@ __all__ = [
     "get",
     "interpret_kernels",
     "gla",
+    "grouped_matmul",
     "kind",
     "linear",
     "linear_state_init",
@@ -82,6 +86,9 @@ __all__ = [
     "local",
     "longformer",
     "mamba2",
+    "moba",
+    "moba_state_init",
+    "moba_step",
     "names",
     "names_in_order",
     "pattern_mask",

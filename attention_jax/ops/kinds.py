@@ -36,6 +36,8 @@ class Decoding(enum.Enum):
     WINDOW = "window"  # a ring buffer of the last local_window_size[0] keys and values
     RECURRENT = "recurrent"  # a fixed-size state: phi(K)^T V and its normaliser
     STATE = "state"  # a fixed-size state advanced by the kind's own state_step (gated kinds)
+    # Every past key and value, read through the blocks the kind's own state_step selects (MoBA).
+    BLOCKS = "blocks"
     NONE = "none"  # no causal, incremental form
 
 
@@ -67,9 +69,11 @@ class Kind:
         pattern (sparse kinds); False for kinds that see every cached key.
       window_in_decoding: a KV-cache or window kind whose `local_window_size` limits the keys a
         decoded token sees (for pattern kinds the pattern carries the window instead).
-      state_init: for Decoding.STATE, (batch, num_heads, num_kv_heads, head_dim, value_dim)
-        -> an empty state.
-      state_step: for Decoding.STATE, (state, q, k, v, *, scale, **gates) -> (out, state),
+      state_init: for Decoding.STATE and BLOCKS, (batch, num_heads, num_kv_heads, head_dim,
+        value_dim) -> an empty state; a BLOCKS kind's also takes max_len= and those of its
+        parameters it names.
+      state_step: for Decoding.STATE and BLOCKS, (state, q, k, v, *, scale, **gates) ->
+        (out, state),
         advancing the state through the new tokens q [B, T, N, Hk], k [B, T, K, Hk],
         v [B, T, K, Hv] with the op's own gate arguments for those tokens.
       gates: what the op takes beside q, k and v that a layer computes from its input
@@ -121,10 +125,10 @@ class Kind:
         if not (self.causal or self.bidirectional):
             raise ValueError(f"Kind {self.name!r}: it must support causal or bidirectional calls.")
         stepped = self.state_init is not None and self.state_step is not None
-        if (self.decoding is Decoding.STATE) != stepped:
+        if (self.decoding in (Decoding.STATE, Decoding.BLOCKS)) != stepped:
             raise ValueError(
                 f"Kind {self.name!r}: give state_init and state_step exactly when decoding is "
-                "Decoding.STATE."
+                "Decoding.STATE or Decoding.BLOCKS."
             )
         if self.gates is not None and not isinstance(self.gates, Gates):
             raise ValueError(f"Kind {self.name!r}: gates must be an ops.Gates; got {self.gates!r}.")

@@ -19,6 +19,7 @@ from attention_jax.ops.kinds import Decoding, Kind, OwnedState
 from attention_jax.ops.linear import based, cosformer, every_pair_pattern, linear, performer
 from attention_jax.ops.linformer import linformer
 from attention_jax.ops.mamba2 import mamba2
+from attention_jax.ops.moba import moba, moba_state_init, moba_step
 from attention_jax.ops.retnet import retnet
 from attention_jax.ops.strided import strided, strided_pattern
 from attention_jax.ops.vendor import dispatch
@@ -203,6 +204,18 @@ for _record in (
         decoding=Decoding.RECURRENT,
         feature_map="cosformer",
         takes_horizon=True,
+    ),
+    # MoBA's pairs depend on q and k (each query's top_k blocks), so no static pattern narrows
+    # them: every pair may be attended. Time is linear at a fixed block_size and top_k.
+    Kind(
+        "moba",
+        moba,
+        every_pair_pattern,
+        1.0,
+        decoding=Decoding.BLOCKS,
+        state_init=moba_state_init,
+        state_step=moba_step,
+        defaults={"block_size": 64, "top_k": 3},
     ),
     Kind(
         "linformer",

@@ -16,6 +16,7 @@ SMALL_PATTERNS = {
     "longformer": {"local_window_size": (3, 3), "global_positions": (0, 7)},
     "bigbird": {"block_size": 4},
     "block_sparse": {"block_size": 4},
+    "moba": {"block_size": 4, "top_k": 2},
 }
 TAKES_BIAS = ("dense", "flash", "local")
 
@@ -115,6 +116,7 @@ PAST_MAX_LEN_KINDS = {
     "window": "local",
     "recurrent": "linear",
     "state": "gated_deltanet",
+    "blocks": "moba",
 }
 CACHE = 8
 

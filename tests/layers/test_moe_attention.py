@@ -1,10 +1,15 @@
 """SwitchHead attention against a float64 NumPy computation, and over other attention kinds."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from attention_jax import ops
+from attention_jax.bench import count_flops
 from attention_jax.layers.moe_attention import MoEAttention, top_k_gates
 
 
@@ -98,3 +103,42 @@ def test_projections_start_at_multi_head_attentions_scale():
     for name in ("query", "key", "value_experts", "value_router", "out_router"):
         assert float(jnp.std(getattr(layer, name)[...])) == pytest.approx(D**-0.5, rel=0.1), name
     assert float(jnp.std(layer.out_experts[...])) == pytest.approx((N * H) ** -0.5, rel=0.1)
+
+
+def _all_experts(layer, x, k, is_causal):
+    """The SwitchHead formula computing every expert, in JAX, for gradients."""
+    gates_v = top_k_gates(jnp.einsum("btd,dne->btne", x, layer.value_router[...]), k)
+    gates_o = top_k_gates(jnp.einsum("btd,dne->btne", x, layer.out_router[...]), k)
+    q = jnp.einsum("btd,dnh->btnh", x, layer.query[...])
+    kk = jnp.einsum("btd,dnh->btnh", x, layer.key[...])
+    v = jnp.einsum("btd,dneh,btne->btnh", x, layer.value_experts[...], gates_v)
+    o = ops.dense(q, kk, v, is_causal=is_causal)
+    return jnp.einsum("btnh,nehd,btne->btd", o, layer.out_experts[...], gates_o)
+
+
+def test_gradients_equal_the_every_expert_formula():
+    layer = MoEAttention(16, 2, num_experts=5, top_k=2, rngs=nnx.Rngs(3))
+    x = jnp.asarray(X)
+    cotangent = jnp.asarray(np.random.default_rng(4).standard_normal(X.shape), jnp.float32)
+
+    def grads(fn):
+        def loss(layer, x):
+            return jnp.sum(fn(layer, x) * cotangent)
+
+        return nnx.grad(loss, argnums=(0, 1))(layer, x)
+
+    (got_params, got_x) = grads(lambda layer, x: layer(x, is_causal=True))
+    (want_params, want_x) = grads(lambda layer, x: _all_experts(layer, x, 2, True))
+    np.testing.assert_allclose(got_x, want_x, atol=2e-5, rtol=2e-5)
+    for got, want in zip(jax.tree.leaves(got_params), jax.tree.leaves(want_params)):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+
+
+def test_cost_follows_top_k_not_the_number_of_experts():
+    """Forward FLOPs (counted from the jaxpr) at 16 experts within 1.2x of 4, at top-2."""
+    x = jax.ShapeDtypeStruct((1, 1024, 512), jnp.float32)
+    counts = {}
+    for experts in (4, 16):
+        layer = MoEAttention(512, 8, num_experts=experts, top_k=2, rngs=nnx.Rngs(0))
+        counts[experts] = count_flops(functools.partial(layer, is_causal=True), x)
+    assert counts[16] / counts[4] <= 1.2

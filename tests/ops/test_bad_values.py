@@ -38,6 +38,7 @@ PARAMS = {
     "based": dict(chunk_size=4),
     "cosformer": dict(chunk_size=4),
     "linformer": dict(projected_len=4),
+    "moba": dict(block_size=4, top_k=2),
     **{name: dict(chunk_size=4) for name in ("retnet", "gla", "mamba2", "deltanet")},
     "gated_deltanet": dict(chunk_size=4),
 }

@@ -47,6 +47,7 @@ def test_cpu_suite_has_the_issued_tasks_and_kinds():
         "performer",
         "based",
         "linformer",
+        "moba",
         "switchhead",
         "retnet",
         "gla",
