@@ -151,3 +151,13 @@ def test_cost_follows_the_chosen_blocks():
     causal_half = counted("dense", 32768) / 2
     assert counted("moba", 32768, block_size=512, top_k=3) <= 0.15 * causal_half
     assert np.log(moba[65536] / moba[4096]) / np.log(16) <= 1.2
+
+
+def test_attention_map_is_softmax_over_the_selected_pairs():
+    q, k, _ = random_qkv(6, 1, 40, 40, 2, 1, 8)
+    params = dict(block_size=8, top_k=2, is_causal=True)
+    pairs = jnp.asarray(selected_pairs_np(q, k, **params))
+    got = ops.attention_map("moba", q, k, **params)
+    _, want = ops.dense(q, k, k, mask=pairs, is_causal=True, return_weights=True)
+    np.testing.assert_allclose(got, want, **TOL)
+    assert not np.asarray(got)[~np.asarray(pairs & np.tri(40, dtype=bool))].any()
