@@ -223,6 +223,21 @@ def _zero_past(x, lengths):
     return jnp.where(valid, x, jnp.zeros((), x.dtype))
 
 
+def zero_rows_without_keys(out, q_lengths, kv_lengths):
+    """out [B, T, ...] with the rows the contract says are 0 set to 0: rows at or past their
+    query length, and every row of an example with no keys (kv length 0). For kernels that
+    leave such rows undefined; unchanged when both lengths are None."""
+    if q_lengths is None and kv_lengths is None:
+        return out
+    B, T = out.shape[:2]
+    visible = jnp.ones((B, T), bool)
+    if q_lengths is not None:
+        visible &= jnp.arange(T)[None, :] < q_lengths[:, None]
+    if kv_lengths is not None:
+        visible &= (kv_lengths > 0)[:, None]
+    return jnp.where(visible.reshape(B, T, *(1,) * (out.ndim - 2)), out, 0).astype(out.dtype)
+
+
 def check_segment_ids(kind: str, query_segment_ids, kv_segment_ids, dims: Dims):
     """Checks packed-sequence segment ids [B, T] and [B, S]; both or neither."""
     if (query_segment_ids is None) != (kv_segment_ids is None):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from attention_jax.ops.gates import Gates
-from attention_jax.ops.vendor.dispatch import IMPLEMENTATIONS
+from attention_jax.ops.vendor.rules import IMPLEMENTATIONS
 
 
 class Decoding(enum.Enum):

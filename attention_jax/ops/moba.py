@@ -122,9 +122,7 @@ def moba(
     kv_len = jnp.repeat(jnp.minimum(kv_lengths, dims.kv_len), K)
     out = jax.lax.map(jax.checkpoint(one_head), (q, k, v, kv_len))  # [B * K, G, T, Hv]
     out = contract.seq_major_output(out.reshape(B, K, G, T, out.shape[-1]).astype(acc))
-    if q_lengths is not None:
-        out = jnp.where((jnp.arange(T)[None, :] < q_lengths[:, None])[..., None, None], out, 0)
-    return out.astype(query.dtype)
+    return contract.zero_rows_without_keys(out, q_lengths, None).astype(query.dtype)
 
 
 def select_blocks(q_GTH, k_blocks_CLH, kv_len, *, top_k: int, is_causal: bool):

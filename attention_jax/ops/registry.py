@@ -22,7 +22,7 @@ from attention_jax.ops.mamba2 import mamba2
 from attention_jax.ops.moba import moba, moba_state_init, moba_step
 from attention_jax.ops.retnet import retnet
 from attention_jax.ops.strided import strided, strided_pattern
-from attention_jax.ops.vendor import dispatch
+from attention_jax.ops.vendor import rules
 
 _KINDS: dict[str, Kind] = {}
 # The kind a layer or model uses when none is named, and the baseline comparisons read against.
@@ -111,8 +111,8 @@ def sqrt_stride(q_len: int, kv_len: int, params: dict) -> dict:
 
 
 def served(name: str) -> tuple[str, ...]:
-    """The implementations that serve the built-in kind `name` (`dispatch.SERVES`)."""
-    return tuple(i for i in dispatch.IMPLEMENTATIONS if name in dispatch.SERVES[i])
+    """The implementations that serve the built-in kind `name` (`rules.SERVES`)."""
+    return tuple(i for i in rules.IMPLEMENTATIONS if name in rules.SERVES[i])
 
 
 _NO_STATE_TO_CARRY = (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from attention_jax import ops
-from attention_jax.ops.vendor import cudnn, dispatch, splash
+from attention_jax.ops.vendor import cudnn, rules, splash
 from attention_jax.ops.vendor.platform import CPU, Platform
 
 from .reference import random_qkv
@@ -219,7 +219,7 @@ def test_splash_rule_equals_the_pattern(kind, T, S, params, is_causal):
     pad_rows = np.broadcast_to(np.arange(padded_s) == 0, (padded_t - T, padded_s))
     np.testing.assert_array_equal(grid[T:], pad_rows)
     np.testing.assert_array_equal(rule[8:40, 16:48], grid[8:40, 16:48])
-    assert dispatch.rows_see_keys(
+    assert rules.rows_see_keys(
         T,
         S,
         is_causal,
@@ -252,7 +252,7 @@ def test_rows_see_keys_against_brute_force():
         )
         want = bool(allowed.any(axis=1).all())
         seen.add(want)
-        got = dispatch.rows_see_keys(T, S, is_causal, window, (), layout, block)
+        got = rules.rows_see_keys(T, S, is_causal, window, (), layout, block)
         assert got == want, (T, S, block, is_causal, window, layout)
     assert seen == {True, False}  # the draw covers both answers
 
@@ -316,7 +316,7 @@ def _request(**overrides):
         value_dim=64,
         is_causal=True,
     )
-    return dispatch.Request(**(base | overrides))
+    return rules.Request(**(base | overrides))
 
 
 @pytest.mark.parametrize(
@@ -350,10 +350,10 @@ def _request(**overrides):
     ],
 )
 def test_automatic_choice(platform, overrides, want):
-    choice = dispatch.choose(_request(**overrides), None, platform)
+    choice = rules.choose(_request(**overrides), None, platform)
     assert choice.implementation == want, str(choice)
     # What came before the choice in the platform's order is listed with its reasons.
-    order = dispatch.PREFERENCE[platform.name]
+    order = rules.PREFERENCE[platform.name]
     assert [name for name, _ in choice.refused] == list(order[: order.index(want)])
     assert all(reasons for _, reasons in choice.refused)
 
@@ -376,13 +376,13 @@ def test_automatic_choice(platform, overrides, want):
 )
 def test_named_implementation_that_cannot_run_raises(platform, implementation, overrides, message):
     with pytest.raises(ValueError, match=message) as info:
-        dispatch.choose(_request(**overrides), implementation, platform)
+        rules.choose(_request(**overrides), implementation, platform)
     assert "'xla'" in str(info.value)  # says which implementation can
 
 
 def test_unknown_implementation_is_refused():
     with pytest.raises(ValueError, match="unknown implementation 'triton'"):
-        dispatch.choose(_request(), "triton", CPU)
+        rules.choose(_request(), "triton", CPU)
 
 
 def test_ops_refuse_an_impossible_implementation_and_explain_the_choice():

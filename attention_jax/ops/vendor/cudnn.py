@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from attention_jax.ops import contract
+
 
 def cudnn_arguments(*, is_causal: bool, window: tuple[int, int] | None) -> dict:
     """jax.nn.dot_product_attention's is_causal and local_window_size for our call.
@@ -54,12 +56,4 @@ def cudnn_attention(query, key, value, bias, *, scale, is_causal, window, q_leng
         implementation="cudnn",
         **cudnn_arguments(is_causal=is_causal, window=window),
     )
-    if q_lengths is None and kv_lengths is None:
-        return out
-    B, T = query.shape[:2]
-    visible = jnp.ones((B, T), bool)
-    if q_lengths is not None:
-        visible &= jnp.arange(T)[None, :] < q_lengths[:, None]
-    if kv_lengths is not None:
-        visible &= (kv_lengths > 0)[:, None]
-    return jnp.where(visible[:, :, None, None], out, 0).astype(query.dtype)
+    return contract.zero_rows_without_keys(out, q_lengths, kv_lengths)

@@ -21,6 +21,8 @@ import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
 
+from attention_jax.ops import contract
+
 # Splash's lane width: key tiles are multiples of it; lengths are padded up to it.
 LANES = 128
 
@@ -177,12 +179,7 @@ def splash_attention(
         return out.transpose(1, 0, 2)
 
     out = jax.vmap(one_example)(q, k, v, segments)[:, :T]
-    visible = jnp.ones((B, T), bool)
-    if q_lengths is not None:
-        visible &= jnp.arange(T)[None, :] < q_lengths[:, None]
-    if kv_lengths is not None:
-        visible &= (kv_lengths > 0)[:, None]
-    return jnp.where(visible[:, :, None, None], out, 0).astype(query.dtype)
+    return contract.zero_rows_without_keys(out, q_lengths, kv_lengths).astype(query.dtype)
 
 
 def _segments(B, T, S, Tp, Sp, q_lengths, kv_lengths, q_segments, kv_segments):
